@@ -1,0 +1,24 @@
+# lvdr: the one definition of the pipeline graph. Every rule calls the `lvdr` command line,
+# so each stage also runs on its own (`python -m lvdr <stage> --help`).
+#   snakemake --cores 8 results/report.html                             the demo
+#   snakemake --cores 8 --configfile config/paper.yaml results/report.html   the paper's setting
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.html",
+    default_target: True

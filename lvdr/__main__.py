@@ -1,0 +1,3 @@
+from lvdr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Load, merge and validate pipeline configs against the one JSON schema.
+
+The Snakefile validates with Snakemake's ``validate()`` against the same schema file, so
+the pipeline and the CLI accept exactly the same configs. Here the errors are rewritten
+into one line that names the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from lvdr.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+def load_schema() -> dict:
+    if not SCHEMA_PATH.exists():
+        raise ConfigError(
+            f"{SCHEMA_PATH}: config schema not found; install lvdr in editable mode "
+            "from its repository (pip install -e .)"
+        )
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(cls):
+    """A validator class that fills in each property's default before descending into it."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+def _subschema(schema: dict, path: Iterable) -> dict:
+    node = schema
+    for part in path:
+        if isinstance(part, int):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    return node
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        parts = []
+        for key in extra:
+            full = f"{where}.{key}" if where else key
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            parts.append(f"unknown config key '{full}'{hint}")
+        return "; ".join(parts) + f" (known keys{' in ' + where if where else ''}: {', '.join(known)})"
+    description = _subschema(schema, error.absolute_path).get("description", "")
+    hint = f" [{where}: {description.strip()}]" if description else ""
+    return f"config key '{where or '<top>'}': {error.message}{hint}"
+
+
+def validate(config: dict | None) -> dict:
+    """Return a validated copy of ``config`` with every default filled in."""
+    schema = load_schema()
+    config = copy.deepcopy(config or {})
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping of keys to values, got {type(config).__name__}")
+    validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError(_describe(errors[0], schema))
+    return config
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base`` (later config files win, as in Snakemake)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(paths: Iterable[str | Path] = ()) -> dict:
+    """Read, merge and validate config files (none: the built-in defaults only)."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        merged = merge(merged, data)
+    try:
+        return validate(merged)
+    except ConfigError as exc:
+        names = ", ".join(str(p) for p in paths) or "<defaults>"
+        raise ConfigError(f"{names}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Seeded demo data in each dataset's real on-disk format, with a real graded signal."""

@@ -1,0 +1,44 @@
+"""Fetch: make data/raw/<dataset>/manifest.json point at complete raw data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lvdr.errors import DataError
+from lvdr.files import read_json, write_json
+
+
+def _relative(obj, base: Path):
+    """Paths in a manifest are stored relative to it, so a moved checkout still works."""
+    if isinstance(obj, Path):
+        return os.path.relpath(obj.resolve(), base.resolve())
+    if isinstance(obj, dict):
+        return {k: _relative(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative(v, base) for v in obj]
+    return obj
+
+
+def run(dataset: str, cfg: dict, out_dir: str | Path, seed: int) -> Path:
+    from importlib import import_module
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = import_module(f"lvdr.fetch.{dataset}").fetch(cfg, out_dir, seed)
+    path = out_dir / "manifest.json"
+    write_json(path, _relative(manifest, out_dir))
+    return path
+
+
+def read_manifest(path: str | Path) -> tuple[dict, Path]:
+    """The manifest and the folder its relative paths start from."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found; run `lvdr fetch` for this dataset first")
+    manifest = read_json(path)
+    return manifest, (path.parent / manifest["root"]).resolve()
+
+
+def resolve(path_in_manifest: str, manifest_path: str | Path) -> Path:
+    return (Path(manifest_path).parent / path_in_manifest).resolve()

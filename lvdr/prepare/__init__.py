@@ -1,0 +1,84 @@
+"""Prepare: raw data -> the slice array and slice table every later stage reads.
+
+Output (DESIGN.md, "Prepared slices"): ``slices.npy`` (N x C x H x W float16 in [0, 1],
+row-aligned with the table), ``slices.parquet`` (one row per slice, ``COLUMNS``) and
+``prepare.json`` (counts, skipped items with reasons, what ``evidence`` measures).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lvdr.files import atomic_path, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "row", "dataset", "case_id", "seq_id", "slice_pos", "n_slices", "split", "grade", "label_bin",
+    "source_file", "source_slice", "evidence",
+]
+SPLITS = ("train", "val", "test")
+
+
+def write_prepared(out_dir: str | Path, dataset: str, parts: list[tuple[np.ndarray, pd.DataFrame]], meta: dict) -> pd.DataFrame:
+    """Concatenate per-sequence slice arrays and tables; write array, table and metadata atomically."""
+    out_dir = Path(out_dir)
+    parts = [(a, t) for a, t in parts if len(t)]
+    if not parts:
+        raise ValueError(f"{dataset}: no slices to write")
+    table = pd.concat([t for _, t in parts], ignore_index=True)
+    table.insert(0, "row", np.arange(len(table)))
+    table["dataset"] = dataset
+    table = table[COLUMNS + [c for c in table.columns if c not in COLUMNS]]
+    shape = (len(table), *parts[0][0].shape[1:])
+    with atomic_path(out_dir / "slices.npy") as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        start = 0
+        for arr, _ in parts:
+            array[start:start + len(arr)] = arr
+            start += len(arr)
+        array.flush()
+        del array
+    seqs = table.drop_duplicates("seq_id")
+    meta = {
+        **meta,
+        "dataset": dataset,
+        "n_slices": len(table),
+        "n_sequences": len(seqs),
+        "n_patients": int(table.case_id.nunique()),
+        "slice_shape": list(shape[1:]),
+        "sequences_by_split": seqs.split.value_counts().reindex(SPLITS, fill_value=0).to_dict(),
+        "sequences_by_grade": {str(k): int(v) for k, v in seqs.grade.value_counts().sort_index().items()},
+    }
+    write_table(out_dir / "slices.parquet", table)
+    write_json(out_dir / "prepare.json", meta)  # written last: its presence means the stage finished
+    log.info("%s: %d slices in %d sequences (%s) -> %s", dataset, len(table), len(seqs),
+             ", ".join(f"{k} {v}" for k, v in meta["sequences_by_split"].items()), out_dir)
+    return table
+
+
+def parallel_map(func, tasks: list, workers: int, desc: str):
+    """``map`` with a progress bar, over ``workers`` processes when more than one is allowed."""
+    if workers > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")  # forking a process that holds torch is unsafe
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context) as pool:
+            yield from tqdm(pool.map(func, tasks), total=len(tasks), desc=desc)
+    else:
+        yield from tqdm(map(func, tasks), total=len(tasks), desc=desc)
+
+
+def to_float16(images: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0).astype(np.float16)
+
+
+def run(dataset: str, cfg: dict, manifest: str | Path, out_dir: str | Path, seed: int, workers: int = 1) -> pd.DataFrame:
+    from importlib import import_module
+
+    return import_module(f"lvdr.prepare.{dataset}").prepare(cfg, Path(manifest), Path(out_dir), seed, workers)

@@ -1,0 +1,113 @@
+"""BraTS: the three folder layouts, edema labels at volume and slab level, bad cases."""
+
+import numpy as np
+import pytest
+
+from lvdr import fetch, prepare
+from lvdr.errors import DataError
+from lvdr.fetch.brats import patient_of
+from lvdr.volumes import write_nifti
+
+SHAPE = (20, 20, 12)
+
+
+def brain_case(edema_slices=range(0, 0), seed=0):
+    """A box-shaped brain filling slices 2..9 with edema (label 2 in BraTS) in ``edema_slices``."""
+    rng = np.random.default_rng(seed)
+    flair = np.zeros(SHAPE, np.float32)
+    flair[4:16, 3:17, 2:10] = rng.uniform(100, 200, (12, 14, 8))
+    seg = np.zeros(SHAPE, np.uint8)
+    for z in edema_slices:
+        seg[8:12, 8:12, z] = 2
+        flair[8:12, 8:12, z] = 400
+    return flair, seg
+
+
+def write_layout(root, layout, cases):
+    for i, (flair, seg) in enumerate(cases):
+        if layout == "brats2021":
+            name = f"BraTS2021_{i:05d}"
+            write_nifti(root / name / f"{name}_flair.nii.gz", flair, (1, 1, 1))
+            write_nifti(root / name / f"{name}_seg.nii.gz", seg, (1, 1, 1))
+        elif layout == "brats2023":
+            name = f"BraTS-GLI-{i // 2:05d}-{i % 2:03d}"  # two timepoints per patient
+            write_nifti(root / name / f"{name}-t2f.nii.gz", flair, (1, 1, 1))
+            write_nifti(root / name / f"{name}-seg.nii.gz", np.where(seg == 2, 2, seg), (1, 1, 1))
+        else:  # MSD Task01: 4D image (FLAIR first), label 1 = edema
+            name = f"BRATS_{i:03d}.nii.gz"
+            image = np.stack([flair, flair * 0.5, flair * 0.2, flair * 0.7], axis=-1)
+            write_nifti(root / "imagesTr" / name, image, (1, 1, 1))
+            write_nifti(root / "labelsTr" / name, (seg == 2).astype(np.uint8), (1, 1, 1))
+
+
+def run(root, tmp_path, tiny_config, **prepare_cfg):
+    cfg = {**tiny_config["brats"], "source": "folder", "path": str(root)}
+    cfg["prepare"] = {**cfg["prepare"], **prepare_cfg}
+    manifest = fetch.run("brats", cfg, tmp_path / "raw", seed=1)
+    return prepare.run("brats", cfg, manifest, tmp_path / "prep", seed=1), manifest
+
+
+CASES = [brain_case(range(3, 6), 0), brain_case(seed=1), brain_case(range(6, 9), 2), brain_case(seed=3)]
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
+def test_layouts_give_the_same_volume_labels(layout, tmp_path, tiny_config):
+    write_layout(tmp_path / "data", layout, CASES)
+    table, _ = run(tmp_path / "data", tmp_path, tiny_config, label_level="volume", image_size=8)
+    per_seq = table.drop_duplicates("seq_id")
+    assert per_seq.label_bin.tolist() == [1, 0, 1, 0]
+    assert (per_seq.n_slices == 8).all()  # brain spans slices 2..9
+    edema = table.groupby("seq_id").evidence.apply(lambda e: int((e > 0).sum()))
+    assert sorted(edema.tolist()) == [0, 0, 3, 3]
+    slices = np.load(tmp_path / "prep" / "slices.npy")
+    assert slices.shape == (len(table), 1, 8, 8)
+    if layout == "brats2023":  # timepoints of one patient stay together
+        assert table.case_id.nunique() == 2
+        assert table.groupby("case_id").split.nunique().max() == 1
+
+
+def test_slab_labels_follow_edema_position(tmp_path, tiny_config):
+    write_layout(tmp_path / "data", "brats2021", CASES)
+    table, _ = run(tmp_path / "data", tmp_path, tiny_config, label_level="slab", slab_length=4, image_size=8)
+    labels = table.drop_duplicates("seq_id").set_index("seq_id").label_bin
+    # case 0: edema in z 3..5 -> first slab (z 2..5) only; case 2: z 6..8 -> second slab (z 6..9) only
+    assert labels["BraTS2021_00000_slab00"] == 1 and labels["BraTS2021_00000_slab01"] == 0
+    assert labels["BraTS2021_00002_slab00"] == 0 and labels["BraTS2021_00002_slab01"] == 1
+
+
+def test_case_without_segmentation_is_skipped(tmp_path, tiny_config, warnings_logged):
+    write_layout(tmp_path / "data", "brats2021", CASES)
+    (tmp_path / "data" / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz").unlink()
+    table, _ = run(tmp_path / "data", tmp_path, tiny_config, label_level="volume")
+    assert "BraTS2021_00001" not in set(table.case_id)
+    assert "BraTS case BraTS2021_00001: no segmentation" in warnings_logged.text
+
+
+def test_corrupt_flair_names_the_file(tmp_path, tiny_config):
+    write_layout(tmp_path / "data", "brats2021", CASES)
+    path = tmp_path / "data" / "BraTS2021_00002" / "BraTS2021_00002_flair.nii.gz"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="BraTS2021_00002_flair.nii.gz"):
+        run(tmp_path / "data", tmp_path, tiny_config)
+
+
+def test_empty_folder(tmp_path, tiny_config):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="no BraTS cases found"):
+        run(tmp_path / "data", tmp_path, tiny_config)
+
+
+def test_patient_ids():
+    assert patient_of("BraTS-GLI-00012-001") == "00012"
+    assert patient_of("BraTS2021_00012") == "BraTS2021_00012"
+
+
+def test_demo_has_both_labels_and_edema_evidence(tmp_path, tiny_config):
+    cfg = tiny_config["brats"]
+    manifest = fetch.run("brats", cfg, tmp_path / "raw", seed=1)
+    table = prepare.run("brats", cfg, manifest, tmp_path / "prep", seed=1)
+    seqs = table.drop_duplicates("seq_id")
+    assert set(seqs.label_bin) == {0, 1}
+    positive = table[table.label_bin == 1].groupby("seq_id").evidence.max()
+    assert (positive > 0).all()
+    assert (table[table.label_bin == 0].evidence < cfg["prepare"]["min_edema_px"]).all()

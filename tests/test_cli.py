@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import pytest
+
+from lvdr.cli import main
+
+COMMANDS = ["config", "fetch", "prepare", "report"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"] if command else ["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: lvdr" in out
+    assert len(out) > 300
+
+
+def test_config_typo_fails_with_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spider:\n  sorce: demo\n")
+    assert main(["config", "-c", str(bad)]) == 2
+    assert "unknown config key 'spider.sorce'; did you mean 'source'?" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "lvdr", "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("lvdr ")
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path, capsys):
+    code = main(["prepare", "spider", "--manifest", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "none.json" in capsys.readouterr().err

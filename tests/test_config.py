@@ -1,0 +1,67 @@
+import pytest
+import yaml
+from snakemake.utils import validate as snakemake_validate
+
+from lvdr import config as configs
+from lvdr.errors import ConfigError
+
+from conftest import REPO
+
+
+def test_defaults_fill_every_key():
+    cfg = configs.validate({})
+    assert cfg["seed"] == 0
+    assert cfg["spider"]["prepare"]["image_size"] == 64
+    assert cfg["brats"]["prepare"]["label_level"] == "volume"
+    assert cfg["retinamnist"]["size"] == 28
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = configs.load([REPO / "config" / name])
+    assert set(cfg["datasets"]) <= {"spider", "brats", "retinamnist"}
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = configs.load_schema()
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{path}{key} has no description"
+            assert "default" in sub, f"{path}{key} has no default"
+            walk(sub, f"{path}{key}.")
+
+    walk(schema, "")
+
+
+def test_mistyped_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'spider\.prepare\.imge_size'; did you mean 'image_size'"):
+        configs.validate({"spider": {"prepare": {"imge_size": 32}}})
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"brats\.prepare\.slab_length"):
+        configs.validate({"brats": {"prepare": {"slab_length": "long"}}})
+
+
+def test_files_merge_later_wins(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump({"seed": 1, "spider": {"prepare": {"image_size": 32}}}))
+    b.write_text(yaml.safe_dump({"spider": {"prepare": {"crop_px": 40}}}))
+    cfg = configs.load([a, b])
+    assert (cfg["seed"], cfg["spider"]["prepare"]["image_size"], cfg["spider"]["prepare"]["crop_px"]) == (1, 32, 40)
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        configs.load([bad])
+
+
+def test_snakemake_validate_uses_the_same_schema():
+    good = {}
+    snakemake_validate(good, str(configs.SCHEMA_PATH))
+    assert good["spider"]["source"] == "demo"
+    with pytest.raises(Exception, match="imge_size"):
+        snakemake_validate({"spider": {"prepare": {"imge_size": 3}}}, str(configs.SCHEMA_PATH))

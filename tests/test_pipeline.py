@@ -1,0 +1,42 @@
+"""End to end: the Snakemake pipeline on a tiny config, in a scratch project folder."""
+
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO, TINY
+
+
+def snakemake(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
+    done = snakemake(tmp_path, "results/report.html")
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (tmp_path / "results" / "report.html").read_text()
+    for name in ("SPIDER", "BraTS", "RetinaMNIST"):
+        assert name in html
+    assert html.count("data:image/png;base64,") >= 5  # figures are embedded, the file stands alone
+    for ds in ("spider", "brats", "retinamnist"):
+        assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
+    again = snakemake(tmp_path, "results/report.html", "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_config_typo_stops_the_pipeline_naming_the_key(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"spider": {"prepare": {"crop_pix": 3}}}))
+    done = snakemake(tmp_path, "results/report.html", "--dry-run")
+    assert done.returncode != 0
+    assert "crop_pix" in done.stdout + done.stderr
+
+
+def test_lint_is_clean():
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and "good condition" in done.stdout + done.stderr, done.stdout + done.stderr

@@ -1,0 +1,19 @@
+rule report:
+    output:
+        "results/report.html",
+    input:
+        prepared=expand("data/prepared/{ds}/{f}", ds=DATASETS, f=["slices.npy", "slices.parquet", "prepare.json"]),
+        code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
+    params:
+        report=json.dumps({"datasets": DATASETS, "report": config["report"], "seed": config["seed"]}),
+        config=CONFIG_ARGS,
+    log:
+        "logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr report {params.config} --prepared data/prepared --out {output} --log {log}"
