@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from lvdr.errors import DataError
@@ -18,6 +19,26 @@ def _relative(obj, base: Path):
     if isinstance(obj, list):
         return [_relative(v, base) for v in obj]
     return obj
+
+
+def make_demo(dataset: str, cfg: dict, out_dir: Path, seed: int) -> Path:
+    """Generate the dataset's demo afresh in ``out_dir/demo`` (generated data only, never user data)."""
+    from importlib import import_module
+
+    root = out_dir / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+    import_module(f"lvdr.demo.{dataset}").generate(root, cfg, seed)
+    return root
+
+
+def user_folder(dataset: str, cfg: dict, key: str = "path") -> Path:
+    """The folder a user pointed the config at; it must exist."""
+    if not cfg[key]:
+        raise DataError(f"config key '{dataset}.{key}': required with {dataset}.source: {cfg['source']}")
+    root = Path(cfg[key]).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (config key '{dataset}.{key}')")
+    return root
 
 
 def run(dataset: str, cfg: dict, out_dir: str | Path, seed: int) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 from lvdr.errors import DataError
@@ -65,19 +64,10 @@ def list_cases(root: Path, layout: str) -> tuple[list[dict], list[dict]]:
 
 
 def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
-    source = cfg["source"]
-    if source == "demo":
-        from lvdr.demo import brats as demo
+    from lvdr.fetch import make_demo, user_folder
 
-        root = out_dir / "demo"
-        shutil.rmtree(root, ignore_errors=True)
-        demo.generate(root, cfg, seed)
-    else:
-        if not cfg["path"]:
-            raise DataError("config key 'brats.path': required with brats.source: folder")
-        root = Path(cfg["path"]).expanduser()
-        if not root.is_dir():
-            raise DataError(f"{root}: BraTS folder not found (config key 'brats.path')")
+    source = cfg["source"]
+    root = make_demo("brats", cfg, out_dir, seed) if source == "demo" else user_folder("brats", cfg)
     layout = detect_layout(root) if cfg["layout"] == "auto" else cfg["layout"]
     cases, skipped = list_cases(root, layout)
     _, _, edema_label, channel = LAYOUTS[layout]

@@ -33,11 +33,11 @@ def check_npz(path: Path) -> None:
 
 
 def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
-    from lvdr.demo.retinamnist import generate, npz_name
+    from lvdr.demo.retinamnist import npz_name
+    from lvdr.fetch import make_demo
 
     if cfg["source"] == "demo":
-        root = out_dir / "demo"
-        generate(root, cfg, seed)
+        root = make_demo("retinamnist", cfg, out_dir, seed)
     else:
         root = Path(cfg["root"]).expanduser() if cfg["root"] else out_dir
         if not (root / npz_name(cfg["size"])).is_file():
@@ -53,7 +53,7 @@ def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
                 medmnist.RetinaMNIST(split="train", root=str(root), size=cfg["size"], download=True)
             except Exception as exc:
                 raise NoNetwork(
-                    f"medmnist could not download RetinaMNIST to {root} ({exc}). Without network, put "
+                    f"medmnist could not download RetinaMNIST to {root} ({' '.join(str(exc).split())}). Without network, put "
                     f"{npz_name(cfg['size'])} in {root} by hand and set retinamnist.download: false"
                 ) from None
     npz = root / npz_name(cfg["size"])

@@ -93,17 +93,13 @@ def fetch_zenodo(cfg: dict, root: Path) -> None:
 
 def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
     """Make ``out_dir``'s manifest point at a complete SPIDER folder."""
+    from lvdr.fetch import make_demo, user_folder
+
     source = cfg["source"]
     if source == "demo":
-        from lvdr.demo import spider as demo
-
-        root = out_dir / "demo"
-        shutil.rmtree(root, ignore_errors=True)
-        demo.generate(root, cfg, seed)
+        root = make_demo("spider", cfg, out_dir, seed)
     elif source == "folder":
-        if not cfg["path"]:
-            raise DataError("config key 'spider.path': required with spider.source: folder")
-        root = Path(cfg["path"]).expanduser()
+        root = user_folder("spider", cfg)
     else:
         root = out_dir / "zenodo"
         fetch_zenodo(cfg, root)
