@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from lvdr import DATASETS, __version__
@@ -28,7 +30,11 @@ The usual way to run everything is the Snakemake pipeline
 which calls these subcommands in order; each can also be run by hand:
     lvdr fetch spider      raw data (demo generator, download or local folder) -> data/raw/spider/
     lvdr prepare spider    slices and the slice table -> data/prepared/spider/
-    lvdr report            all prepared datasets -> results/report.html
+    lvdr train-diffae spider   stage 1 diffusion autoencoder -> results/spider/diffae/
+    lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/
+    lvdr baseline spider diffae_lr    DiffAE+LR / DiffAE+SVM -> results/spider/predictions/
+    lvdr evaluate spider   every predictions file -> results/spider/metrics.json
+    lvdr report            all datasets -> results/report.html
 Configs are YAML files validated against workflow/schemas/config.schema.yaml;
 `lvdr config` prints the resolved config with every default filled in.
 """
@@ -40,6 +46,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "if it exists, else the built-in defaults)")
     parser.add_argument("--log", metavar="FILE", help="also write the log to FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug-level logging")
+
+
+def _threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads / worker processes to use (default 1; capped at the machine's cores)")
+
+
+def _prepared(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prepared", metavar="DIR", help="prepared dataset (default: data/prepared/DATASET)")
 
 
 def _dataset(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +88,66 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset(p)
     p.add_argument("--manifest", metavar="FILE", help="fetch's manifest (default: data/raw/DATASET/manifest.json)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: data/prepared/DATASET)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    _threads(p)
+    _common(p)
+
+    p = sub.add_parser("train-diffae", help="stage 1: train the diffusion autoencoder",
+                       description="Train the DiffAE (semantic encoder + z-conditioned noise-predicting UNet) on "
+                                   "the train split's slices for the configured number of steps. Resumes from "
+                                   "OUT/checkpoints/last.pt after a kill. Writes OUT/model.pt (EMA weights), "
+                                   "OUT/curve.csv and OUT/reconstructions.npz.")
+    _dataset(p)
+    _prepared(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/diffae)")
+    _threads(p)
+    _common(p)
+
+    p = sub.add_parser("cache", help="encode every slice to z and 8x8 patch tokens",
+                       description="Run the trained semantic encoder over every prepared slice and write "
+                                   "OUT/z.npy (N x d), OUT/tokens.npy (N x 64 x c) and OUT/meta.json (hashes of the "
+                                   "checkpoint and data; an up-to-date cache is reused).")
+    _dataset(p)
+    p.add_argument("--model", metavar="FILE", help="DiffAE model (default: results/DATASET/diffae/model.pt)")
+    _prepared(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/latents)")
+    _threads(p)
+    _common(p)
+
+    p = sub.add_parser("baseline", help="DiffAE+LR or DiffAE+SVM on the cached latents",
+                       description="Fit logistic regression (diffae_lr) or a calibrated linear SVM (diffae_svm) "
+                                   "on standardised slice latents of the train split, choose C on the validation "
+                                   "split, average slice probabilities per sequence, and write predictions.")
+    _dataset(p)
+    p.add_argument("method", choices=["diffae_lr", "diffae_svm"], help="which latent baseline")
+    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+    _prepared(p)
+    p.add_argument("--out", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
+                       description="Compute binary AUC (from probabilities) and F1, ordinal MAE and macro F1 and "
+                                   "balanced accuracy on the test sequences of each predictions file, each with a "
+                                   "bootstrap 95%% interval; write them to OUT.")
+    _dataset(p)
+    p.add_argument("--predictions", nargs="+", metavar="FILE", required=True, help="predictions files (METHOD.parquet)")
+    _prepared(p)
+    p.add_argument("--out", metavar="FILE", help="metrics file (default: results/DATASET/metrics.json)")
+    _common(p)
+
+    p = sub.add_parser("summarize", help="collect every dataset's metrics in one file for DVC",
+                       description="Write the point value of every metric of every dataset and method to one flat "
+                                   "JSON file (what `dvc metrics show` reads).")
+    p.add_argument("--metrics", nargs="+", metavar="FILE", required=True, help="per-dataset metrics.json files")
+    p.add_argument("--out", default="results/metrics.json", metavar="FILE", help="summary file (default: results/metrics.json)")
     _common(p)
 
     p = sub.add_parser("report", help="write the self-contained HTML report",
                        description="Write one self-contained HTML file: per dataset the sequence counts by split "
-                                   "and grade, the sequence-length distribution and example slices per grade.")
+                                   "and grade, the sequence-length distribution, example slices per grade, the DiffAE "
+                                   "training curve and reconstructions, and the metric tables beside the paper's.")
     p.add_argument("--prepared", default="data/prepared", metavar="DIR",
                    help="folder of prepared datasets (default: data/prepared)")
+    p.add_argument("--results", default="results", metavar="DIR", help="folder of per-dataset results (default: results)")
     p.add_argument("--out", default="results/report.html", metavar="FILE", help="report file (default: results/report.html)")
     _common(p)
     return parser
@@ -93,6 +160,11 @@ def load_config(args) -> dict:
 
 def run(args) -> None:
     cfg = load_config(args)
+    if getattr(args, "threads", None):
+        import torch
+
+        args.threads = max(1, min(args.threads, os.cpu_count() or 1))
+        torch.set_num_threads(args.threads)
     if args.command == "config":
         sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
         return
@@ -108,10 +180,41 @@ def run(args) -> None:
         manifest = args.manifest or f"data/raw/{args.dataset}/manifest.json"
         out = args.out or f"data/prepared/{args.dataset}"
         prepare.run(args.dataset, cfg[args.dataset], manifest, out, cfg["seed"], args.threads)
+    elif args.command == "train-diffae":
+        from lvdr.diffae.train import train
+
+        train(cfg["diffae"], args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/diffae",
+              cfg["seed"], cfg["device"])
+    elif args.command == "cache":
+        from lvdr.diffae.cache import build_cache
+
+        build_cache(args.model or f"results/{args.dataset}/diffae/model.pt", args.prepared or f"data/prepared/{args.dataset}",
+                    args.out or f"results/{args.dataset}/latents", cfg["cache"]["batch_size"], cfg["device"])
+    elif args.command == "baseline":
+        from lvdr.baselines.latent import fit_predict
+        from lvdr.data import load_prepared
+        from lvdr.diffae.cache import load_latents
+        from lvdr.predictions import write_predictions
+
+        data = load_prepared(args.prepared or f"data/prepared/{args.dataset}")
+        z, _ = load_latents(args.latents or f"results/{args.dataset}/latents")
+        predictions, chosen = fit_predict(args.method, np.asarray(z), data, cfg["baselines"], cfg["seed"])
+        out = args.out or f"results/{args.dataset}/predictions/{args.method}.parquet"
+        write_predictions(out, predictions)
+        log.info("%s predictions for %d sequences written to %s", args.method, len(predictions), out)
+    elif args.command == "evaluate":
+        from lvdr.evaluate.run import evaluate_dataset
+
+        evaluate_dataset(args.dataset, args.predictions, args.prepared or f"data/prepared/{args.dataset}",
+                         args.out or f"results/{args.dataset}/metrics.json", cfg["evaluate"]["bootstrap"], cfg["seed"])
+    elif args.command == "summarize":
+        from lvdr.evaluate.run import summarize
+
+        summarize(args.metrics, args.out)
     elif args.command == "report":
         from lvdr import report
 
-        report.write(cfg, Path(args.prepared), Path(args.out))
+        report.write(cfg, Path(args.prepared), Path(args.results), Path(args.out))
 
 
 def main(argv: list[str] | None = None) -> int:

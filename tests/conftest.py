@@ -25,6 +25,11 @@ TINY = {
         "prepare": {"label_level": "slab", "slab_length": 6, "image_size": 16},
     },
     "retinamnist": {"demo": {"n_train": 10, "n_val": 5, "n_test": 5}},
+    "diffae": {"base_channels": 8, "channel_mult": [1, 2], "encoder_channel_mult": [1, 2], "attention_resolutions": [],
+               "num_res_blocks": 1, "z_dim": 8, "ddim_steps": 4, "num_recon": 2,
+               "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2}},
+    "baselines": {"C_grid": [1.0], "max_iter": 500},
+    "evaluate": {"bootstrap": 20},
 }
 
 
@@ -54,3 +59,26 @@ def spider_copy(spider_demo, tmp_path) -> Path:
 def warnings_logged(caplog):
     caplog.set_level(logging.WARNING)
     return caplog
+
+
+TINY_DIFFAE = {"base_channels": 8, "channel_mult": [1, 2], "encoder_channel_mult": [1, 2], "attention_resolutions": [8],
+               "num_res_blocks": 1, "z_dim": 16, "dropout": 0.1, "ddim_steps": 10, "num_recon": 2,
+               "train": {"steps": 6, "batch_size": 8, "lr": 0.002, "ema_decay": 0.99, "checkpoint_every": 3}}
+
+
+@pytest.fixture(scope="session")
+def spider_prepared(spider_demo, tmp_path_factory) -> Path:
+    """The tiny SPIDER demo, prepared (16 x 16 slices)."""
+    from lvdr import fetch, prepare
+
+    cfg = configs.validate(TINY)["spider"]
+    cfg = {**cfg, "source": "folder", "path": str(spider_demo)}
+    root = tmp_path_factory.mktemp("spider_prepared")
+    manifest = fetch.run("spider", cfg, root / "raw", seed=3)
+    prepare.run("spider", cfg, manifest, root / "prepared", seed=3)
+    return root / "prepared"
+
+
+@pytest.fixture
+def diffae_config() -> dict:
+    return configs.validate({"diffae": TINY_DIFFAE})["diffae"]

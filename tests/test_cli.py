@@ -5,7 +5,7 @@ import pytest
 
 from lvdr.cli import main
 
-COMMANDS = ["config", "fetch", "prepare", "report"]
+COMMANDS = ["config", "fetch", "prepare", "train-diffae", "cache", "baseline", "evaluate", "summarize", "report"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -1,5 +1,6 @@
 """End to end: the Snakemake pipeline on a tiny config, in a scratch project folder."""
 
+import json
 import subprocess
 import sys
 
@@ -21,7 +22,11 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     html = (tmp_path / "results" / "report.html").read_text()
     for name in ("SPIDER", "BraTS", "RetinaMNIST"):
         assert name in html
-    assert html.count("data:image/png;base64,") >= 5  # figures are embedded, the file stands alone
+    assert html.count("data:image/png;base64,") >= 5 + 6  # data, curve and reconstruction figures, all embedded
+    assert "DiffAE + LR" in html and "paper, Table 1" in html
+    summary = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert set(summary) == {"spider", "brats", "retinamnist"}
+    assert {"diffae_lr", "diffae_svm"} <= set(summary["spider"]) and "auc_bin" in summary["brats"]["diffae_lr"]
     for ds in ("spider", "brats", "retinamnist"):
         assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
     again = snakemake(tmp_path, "results/report.html", "--dry-run")

@@ -13,6 +13,8 @@ import pandas as pd
 from lvdr import __version__
 from lvdr.errors import DataError
 from lvdr.files import atomic_path, read_json
+from lvdr.evaluate.metrics import METRICS
+from lvdr.evaluate.paper import COLUMNS, paper_rows
 from lvdr.report import figures
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,32 @@ def counts_table(sequences: pd.DataFrame) -> str:
     return table.to_html(classes="counts", border=0)
 
 
-def dataset_section(name: str, folder: Path, cfg: dict) -> dict:
+METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR"}
+
+
+def _fmt(value, digits=3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(name: str, metrics: dict | None) -> str:
+    """Measured rows (with bootstrap 95% intervals) above the paper's reported rows, labelled apart."""
+    columns = ["AUC (bin) ↑", "F1 (bin) ↑", "MAE (ord) ↓", "F1 (ord) ↑", "balanced acc. ↑"]
+    rows = []
+    for method, values in (metrics or {}).get("methods", {}).items():
+        cells = []
+        for key in METRICS:
+            v = values[key]
+            cells.append(_fmt(v["value"]) + (f" [{_fmt(v['ci_low'], 2)}, {_fmt(v['ci_high'], 2)}]" if v["ci_low"] is not None else ""))
+        rows.append([f"{METHOD_NAMES.get(method, method)}", f"measured (n={values['n_test']} test sequences)", *cells])
+    for paper in paper_rows(name):
+        rows.append([paper["name"], paper["source"], *[_fmt(paper[k], 2) if paper[k] is not None else "—" for k in COLUMNS], "—"])
+    if not rows:
+        return ""
+    frame = pd.DataFrame(rows, columns=["method", "source", *columns])
+    return frame.to_html(index=False, classes="counts metrics", border=0)
+
+
+def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     meta_path = folder / "prepare.json"
     if not meta_path.exists():
         raise DataError(f"{folder}: not prepared (no prepare.json); run `lvdr prepare {name}` first")
@@ -51,11 +78,25 @@ def dataset_section(name: str, folder: Path, cfg: dict) -> dict:
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
+        **stage1_figures(name, results / name),
     }
 
 
-def write(cfg: dict, prepared: Path, out: Path) -> Path:
-    sections = [dataset_section(name, prepared / name, cfg) for name in cfg["datasets"]]
+def stage1_figures(name: str, folder: Path) -> dict:
+    """DiffAE curve and reconstructions, and the metric table, for whatever stages have run."""
+    out = {"curve": None, "recon": None, "metrics": None}
+    if (folder / "diffae" / "curve.csv").exists():
+        out["curve"] = figures.training_curve(pd.read_csv(folder / "diffae" / "curve.csv"), f"{name}: DiffAE training loss")
+    if (folder / "diffae" / "reconstructions.npz").exists():
+        with np.load(folder / "diffae" / "reconstructions.npz") as arrays:
+            out["recon"] = figures.reconstructions(dict(arrays), f"{name}: DiffAE reconstructions of test slices")
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
+    out["metrics"] = metrics_table(name, metrics)
+    return out
+
+
+def write(cfg: dict, prepared: Path, results: Path, out: Path) -> Path:
+    sections = [dataset_section(name, prepared / name, cfg, results) for name in cfg["datasets"]]
     env = jinja2.Environment(loader=jinja2.PackageLoader("lvdr.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     html = env.get_template("report.html.j2").render(

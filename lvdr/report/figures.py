@@ -67,3 +67,40 @@ def montage(slices: np.ndarray, table: pd.DataFrame, per_grade: int, seed: int, 
     fig.suptitle(title, y=1.0)
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def training_curve(curve: pd.DataFrame, title: str, y: str = "loss") -> str:
+    """Per-step loss (faint) and its running mean, on a log scale."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot(curve.step, curve[y], color="tab:blue", alpha=0.25, lw=0.8, label="per step")
+    window = max(1, len(curve) // 30)
+    ax.plot(curve.step, curve[y].rolling(window, min_periods=1).mean(), color="tab:blue", lw=2,
+            label=f"mean of {window} steps")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    sns.despine(fig)
+    return to_data_uri(fig)
+
+
+def reconstructions(arrays: dict, title: str) -> str:
+    """Rows: originals, DDIM reconstruction through (z, x_T), decode of z from fresh noise."""
+    rows = [("original", "original"), ("ddim", "DDIM(z, x_T)"), ("fresh_noise", "z + fresh noise")]
+    n = len(arrays["original"])
+    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.2), squeeze=False)
+    for r, (key, label) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            image = np.asarray(arrays[key][c], dtype=np.float32)
+            if image.shape[0] == 3:
+                ax.imshow(np.moveaxis(image, 0, -1).clip(0, 1))
+            else:
+                ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return to_data_uri(fig)

@@ -18,3 +18,15 @@ def section(ds):
 def code(*paths):
     """The package modules a rule runs, so that editing them re-runs the rule."""
     return [workflow.source_path(f"../../lvdr/{p}") for p in paths]
+
+# Every method that writes results/{ds}/predictions/{method}.parquet; the evaluator reads them all.
+METHODS = ["diffae_lr", "diffae_svm"]
+GPU = 0 if config["device"] == "cpu" else 1
+# Model training takes every core Snakemake was given, so training jobs run one at a time
+# instead of fighting over the same cores (torch uses that many threads).
+TRAIN_THREADS = max(1, workflow.cores)
+
+
+def model_section(key):
+    """A model's config (plus seed and device) as text: a change to it re-runs that model's jobs."""
+    return json.dumps({"seed": config["seed"], "device": config["device"], key: config[key]}, sort_keys=True)

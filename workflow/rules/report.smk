@@ -3,6 +3,8 @@ rule report:
         "results/report.html",
     input:
         prepared=expand("data/prepared/{ds}/{f}", ds=DATASETS, f=["slices.npy", "slices.parquet", "prepare.json"]),
+        stage1=expand("results/{ds}/diffae/{f}", ds=DATASETS, f=["curve.csv", "reconstructions.npz"]),
+        metrics="results/metrics.json",
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:
         report=json.dumps({"datasets": DATASETS, "report": config["report"], "seed": config["seed"]}),
@@ -16,4 +18,4 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr report {params.config} --prepared data/prepared --out {output} --log {log}"
+        "python -m lvdr report {params.config} --prepared data/prepared --results results --out {output} --log {log}"

@@ -1,0 +1,38 @@
+"""Read a prepared dataset (the slice array, the slice table and its metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lvdr.errors import DataError
+from lvdr.files import read_json
+
+
+@dataclass
+class Prepared:
+    slices: np.ndarray  # N x C x H x W float16 in [0, 1], memory-mapped
+    table: pd.DataFrame  # one row per slice, row-aligned with ``slices``
+    meta: dict
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def rows(self, split: str) -> np.ndarray:
+        return self.table.row[self.table.split == split].to_numpy()
+
+
+def load_prepared(folder: str | Path) -> Prepared:
+    folder = Path(folder)
+    missing = [n for n in ("slices.npy", "slices.parquet", "prepare.json") if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder}: not a prepared dataset, missing {', '.join(missing)} (run `lvdr prepare` first)")
+    slices = np.load(folder / "slices.npy", mmap_mode="r")
+    table = pd.read_parquet(folder / "slices.parquet")
+    if len(table) != len(slices):
+        raise DataError(f"{folder}: slices.parquet has {len(table)} rows but slices.npy {len(slices)}")
+    return Prepared(slices, table, read_json(folder / "prepare.json"))

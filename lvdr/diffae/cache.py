@@ -1,0 +1,62 @@
+"""The latent cache: z and the 8 x 8 patch tokens of every prepared slice, from the frozen encoder.
+
+Rows align with the slice table. ``meta.json`` records the hashes of the checkpoint and of
+the prepared data; when both match, the cache is reused instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lvdr.data import load_prepared
+from lvdr.diffae.train import load_model, to_model_range
+from lvdr.files import atomic_path, read_json, write_json
+from lvdr.training import file_hash, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str | Path, batch_size: int,
+                device_name: str = "auto") -> Path:
+    out_dir, prepared_dir = Path(out_dir), Path(prepared_dir)
+    fingerprint = {"checkpoint_sha256": file_hash(model_path),
+                   "slices_sha256": file_hash(prepared_dir / "slices.npy"),
+                   "table_sha256": file_hash(prepared_dir / "slices.parquet")}
+    meta_path = out_dir / "meta.json"
+    if meta_path.exists() and all((out_dir / n).exists() for n in ("z.npy", "tokens.npy")):
+        old = read_json(meta_path)
+        if all(old.get(k) == v for k, v in fingerprint.items()):
+            log.info("latent cache in %s is up to date (same checkpoint and slices); reused", out_dir)
+            return meta_path
+    device = pick_device(device_name)
+    model, cfg = load_model(model_path, device)
+    data = load_prepared(prepared_dir)
+    n = len(data.slices)
+    with torch.no_grad():
+        z0, t0 = model.encode(to_model_range(data.slices[:1]).to(device))
+    z_shape, token_shape = (n, z0.shape[1]), (n, *t0.shape[1:])
+    with atomic_path(out_dir / "z.npy") as z_tmp, atomic_path(out_dir / "tokens.npy") as t_tmp:
+        z_out = np.lib.format.open_memmap(z_tmp, mode="w+", dtype=np.float32, shape=z_shape)
+        t_out = np.lib.format.open_memmap(t_tmp, mode="w+", dtype=np.float16, shape=token_shape)
+        with torch.no_grad():
+            for start in tqdm(range(0, n, batch_size), desc="cache latents", unit="batch"):
+                z, tokens = model.encode(to_model_range(data.slices[start:start + batch_size]).to(device))
+                z_out[start:start + len(z)] = z.float().cpu().numpy()
+                t_out[start:start + len(z)] = tokens.float().cpu().numpy()
+        z_out.flush()
+        t_out.flush()
+        del z_out, t_out
+    write_json(meta_path, {**fingerprint, "checkpoint": str(model_path), "n_slices": n,
+                           "z_dim": z_shape[1], "token_shape": list(token_shape[1:])})
+    log.info("cached z %s and tokens %s for %d slices in %s", z_shape[1:], token_shape[1:], n, out_dir)
+    return meta_path
+
+
+def load_latents(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    folder = Path(folder)
+    return np.load(folder / "z.npy", mmap_mode="r"), np.load(folder / "tokens.npy", mmap_mode="r")

@@ -1,0 +1,36 @@
+"""Deterministic DDIM encoding of an image to its noise x_T, and DDIM decoding back (eta = 0)."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.schedulers import DDIMScheduler
+
+
+def ddim(cfg: dict, steps: int) -> tuple[DDIMScheduler, list[int]]:
+    """A DDIM scheduler and the evenly strided timesteps 0, s, 2s, ... that both chains visit."""
+    scheduler = DDIMScheduler(num_train_timesteps=cfg["timesteps"], schedule=cfg["beta_schedule"], clip_sample=True)
+    scheduler.set_timesteps(steps)
+    stride = cfg["timesteps"] // steps
+    return scheduler, [k * stride for k in range(steps)]
+
+
+@torch.no_grad()
+def encode_noise(decoder, x0: torch.Tensor, z: torch.Tensor, cfg: dict, steps: int) -> torch.Tensor:
+    """x0 -> x_T by running the deterministic DDIM chain backwards, conditioned on z."""
+    scheduler, timesteps = ddim(cfg, steps)
+    x = x0
+    for t in timesteps[:-1]:
+        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        x, _ = scheduler.reversed_step(decoder(x, tt, z), t, x)
+    return x
+
+
+@torch.no_grad()
+def decode(decoder, x_t: torch.Tensor, z: torch.Tensor, cfg: dict, steps: int) -> torch.Tensor:
+    """x_T -> x0 with deterministic DDIM steps, conditioned on z."""
+    scheduler, timesteps = ddim(cfg, steps)
+    x = x_t
+    for t in reversed(timesteps):
+        tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+        x, _ = scheduler.step(decoder(x, tt, z), t, x, eta=0.0)
+    return x.clamp(-1, 1)

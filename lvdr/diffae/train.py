@@ -1,0 +1,136 @@
+"""Stage 1: train the diffusion autoencoder on the training split's slices.
+
+A fixed number of steps; EMA weights; gradient clipping; mixed precision on GPU; a
+checkpoint every ``checkpoint_every`` steps from which a killed run resumes exactly.
+Writes ``model.pt`` (EMA weights and the config that built them), ``curve.csv`` and
+``reconstructions.npz`` (test slices, their DDIM reconstruction through (z, x_T), and a
+decode of z from fresh noise).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler
+from tqdm import tqdm
+
+from lvdr.data import Prepared, load_prepared
+from lvdr.diffae.model import DiffAE
+from lvdr.diffae.sampling import decode, encode_noise
+from lvdr.errors import DataError
+from lvdr.files import atomic_path
+from lvdr.training import EMA, Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
+
+log = logging.getLogger(__name__)
+
+
+def to_model_range(batch: np.ndarray) -> torch.Tensor:
+    """Stored slices are float16 in [0, 1]; the diffusion model works in [-1, 1]."""
+    return torch.from_numpy(np.asarray(batch, dtype=np.float32)) * 2 - 1
+
+
+def build(cfg: dict, in_channels: int, image_size: int) -> DiffAE:
+    return DiffAE(in_channels, image_size, cfg)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DiffAE, dict]:
+    """The trained DiffAE (EMA weights, eval mode) and the config it was built with."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no trained DiffAE (run `lvdr train-diffae` first)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = build(saved["config"], saved["in_channels"], saved["image_size"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), saved["config"]
+
+
+def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, device_name: str = "auto") -> Path:
+    out_dir = Path(out_dir)
+    data = load_prepared(prepared_dir)
+    tcfg = cfg["train"]
+    train_rows = data.rows("train")
+    if len(train_rows) == 0:
+        raise DataError(f"{prepared_dir}: no slices in the train split")
+    device = pick_device(device_name)
+    images = data.slices[np.sort(train_rows)]  # float16 in memory: the training set is read once
+    _, in_channels, size, _ = images.shape
+    torch.manual_seed(seed)
+    model = build(cfg, in_channels, size).to(device)
+    ema = EMA(model, tcfg["ema_decay"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    scheduler = DDPMScheduler(num_train_timesteps=cfg["timesteps"], schedule=cfg["beta_schedule"])
+    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({k: v for k, v in cfg.items() if k != "train"}
+                                                                  | {"train": {k: v for k, v in tcfg.items() if k != "steps"},
+                                                                     "seed": seed, "shape": images.shape}))
+    step, curve = 0, []
+    state = checkpoints.load()
+    if state:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, curve = state["step"], state["curve"]
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("DiffAE: %.2fM parameters, %d training slices of %s, %d steps of %d on %s",
+             n_params / 1e6, len(images), images.shape[1:], tcfg["steps"], tcfg["batch_size"], device)
+    model.train()
+    bar = tqdm(total=tcfg["steps"], initial=step, desc="train diffae", unit="step", mininterval=1.0)
+    started, running = time.perf_counter(), None
+    while step < tcfg["steps"]:
+        seed_step(seed, step)
+        index = np.sort(np.random.randint(0, len(images), tcfg["batch_size"]))
+        x0 = to_model_range(images[index]).to(device)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, cfg["timesteps"], (len(x0),), device=device)
+        with autocast(device, tcfg["precision"]):
+            prediction = model(scheduler.add_noise(x0, noise, t), t, x0)
+        loss = F.mse_loss(prediction.float(), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        curve.append({"step": step, "loss": loss.item(), "images_seen": step * tcfg["batch_size"]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
+            checkpoints.save({"model": model.state_dict(), "ema": ema.state_dict(),
+                              "optimizer": optimizer.state_dict(), "step": step, "curve": curve})
+    bar.close()
+    elapsed = time.perf_counter() - started
+    if curve:
+        first, last = np.mean([r["loss"] for r in curve[:20]]), np.mean([r["loss"] for r in curve[-20:]])
+        log.info("DiffAE trained to step %d (%.0f s this run): loss %.4f -> %.4f", step, elapsed, first, last)
+    write_curve(out_dir / "curve.csv", curve)
+    save_torch({"config": cfg, "in_channels": in_channels, "image_size": size, "step": step,
+                "state_dict": ema.model.state_dict()}, out_dir / "model.pt")
+    reconstruct(ema.model, data, cfg, out_dir / "reconstructions.npz", seed, device)
+    return out_dir / "model.pt"
+
+
+@torch.no_grad()
+def reconstruct(model: DiffAE, data: Prepared, cfg: dict, path: Path, seed: int, device) -> None:
+    """Central test slices, their (z, x_T) DDIM reconstruction, and z decoded from fresh noise."""
+    sequences = data.table[data.table.split == "test"].groupby("seq_id", sort=False).row
+    picks = [rows.iloc[len(rows) // 2] for _, rows in sequences]
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(picks, min(cfg["num_recon"], len(picks)), replace=False))
+    x0 = to_model_range(data.slices[picks]).to(device)
+    model.eval()
+    z, _ = model.encode(x0)
+    x_t = encode_noise(model.decoder, x0, z, cfg, cfg["ddim_steps"])
+    recon = decode(model.decoder, x_t, z, cfg, cfg["ddim_steps"])
+    generator = torch.Generator().manual_seed(seed)
+    fresh = decode(model.decoder, torch.randn(x0.shape, generator=generator).to(device), z, cfg, cfg["ddim_steps"])
+    arrays = {name: ((a.cpu().numpy() + 1) / 2).clip(0, 1) for name, a in
+              (("original", x0), ("ddim", recon), ("fresh_noise", fresh))}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, rows=picks, **arrays)
+    mse = float(np.mean((arrays["original"] - arrays["ddim"]) ** 2))
+    log.info("reconstructions of %d test slices: DDIM(%d steps) MSE %.4f", len(picks), cfg["ddim_steps"], mse)

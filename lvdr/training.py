@@ -1,0 +1,123 @@
+"""What every training loop here shares: device and precision, per-step seeding, checkpoints
+that survive a kill, EMA weights and a training-curve file.
+
+Each step reseeds the global RNGs from (seed, step), so a run resumed from a checkpoint draws
+exactly the batches, noise and dropout masks an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lvdr.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from lvdr.errors import ConfigError
+
+        raise ConfigError("config key 'device': cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Mixed precision where the device has it: bf16 (or fp16) on GPU; plain fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_step(seed: int, step: int) -> None:
+    """Seed python, numpy and torch from (seed, step): the draws of a step depend on nothing else."""
+    value = (seed * 1_000_003 + step) % (2**31)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_torch(obj, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class Checkpoints:
+    """``last.pt`` in a folder, replaced atomically; ignored when it belongs to another config."""
+
+    def __init__(self, folder: str | Path, fingerprint: str):
+        self.path = Path(folder) / "last.pt"
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s was written for another configuration; starting from scratch", self.path)
+            return None
+        log.info("resuming from %s (step %d)", self.path, state["step"])
+        return state
+
+    def save(self, state: dict) -> None:
+        save_torch({**state, "fingerprint": self.fingerprint}, self.path)
+
+
+class EMA:
+    """Exponential moving average of a model's weights, with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
+
+
+def write_curve(path: str | Path, rows: list[dict]) -> None:
+    """The training curve as CSV (one row per logged step)."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -1,0 +1,75 @@
+"""The evaluator against hand-computed metrics, and the shared predictions format."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lvdr.evaluate.metrics import evaluate, point_metrics
+from lvdr.predictions import aggregate_slices, from_sequence_probs
+
+
+def ordinal_frame(grades, probs):
+    sequences = pd.DataFrame({"seq_id": [f"s{i}" for i in range(len(grades))], "split": "test",
+                              "grade": grades, "label_bin": (np.asarray(grades) > 0).astype(int)})
+    return from_sequence_probs(sequences, np.asarray(probs, dtype=float))
+
+
+def test_hand_computed_metrics():
+    # grades 0,1,2,4 ; predicted argmax 0,2,2,3 ; p_bin = 1 - p_0 = 0.1, 0.7, 0.8, 0.6
+    probs = [[0.9, 0.05, 0.05, 0, 0], [0.3, 0.2, 0.5, 0, 0], [0.2, 0.1, 0.7, 0, 0], [0.4, 0, 0, 0.5, 0.1]]
+    frame = ordinal_frame([0, 1, 2, 4], probs)
+    m = point_metrics(frame, "ordinal", 5)
+    assert m["auc_bin"] == pytest.approx(1.0)  # the negative has the lowest p_bin
+    assert m["f1_bin"] == pytest.approx(1.0)  # p_bin >= 0.5 exactly for the three positives
+    assert m["mae_ord"] == pytest.approx((0 + 1 + 0 + 1) / 4)
+    # per-class F1 over grades 0..4: class0 1.0, class1 0 (missed), class2 2/3 (tp1 fp1), class3 0, class4 0
+    assert m["f1_ord"] == pytest.approx((1 + 0 + 2 / 3 + 0 + 0) / 5)
+    # balanced accuracy over the true grades present: recall 1, 0, 1, 0
+    assert m["balanced_acc"] == pytest.approx(0.5)
+
+
+def test_perfect_and_constant_predictors():
+    grades = [0, 0, 1, 2, 3, 4, 1, 0]
+    perfect = ordinal_frame(grades, np.eye(5)[grades])
+    m = point_metrics(perfect, "ordinal", 5)
+    assert m["auc_bin"] == 1.0 and m["f1_bin"] == 1.0 and m["mae_ord"] == 0.0 and m["f1_ord"] == 1.0
+    constant = ordinal_frame(grades, np.tile([0.1, 0.6, 0.1, 0.1, 0.1], (len(grades), 1)))
+    m = point_metrics(constant, "ordinal", 5)
+    assert m["auc_bin"] == 0.5  # ties everywhere: no ranking information
+    assert m["mae_ord"] == pytest.approx(np.mean(np.abs(np.asarray(grades) - 1)))
+
+
+def test_binary_task_has_no_ordinal_metrics():
+    frame = ordinal_frame([0, 1, 1, 0], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6]])
+    m = point_metrics(frame, "binary", 2)
+    assert m["mae_ord"] is None and m["f1_ord"] is None
+    assert m["auc_bin"] == pytest.approx(0.75)  # positives 0.7, 0.4 vs negatives 0.2, 0.6: 3 of 4 pairs ordered
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    rng = np.random.default_rng(0)
+    grades = rng.integers(0, 5, 60)
+    probs = rng.dirichlet(np.ones(5), 60) * 0.8 + np.eye(5)[grades] * 0.2  # informative, not perfect
+    result = evaluate(ordinal_frame(grades, probs), "ordinal", 5, n_boot=200, seed=0)
+    for key, value in result.items():
+        assert value["ci_low"] <= value["value"] <= value["ci_high"], key
+    assert result["mae_ord"]["ci_low"] < result["mae_ord"]["ci_high"]
+
+
+def test_single_class_test_set_has_no_auc():
+    result = evaluate(ordinal_frame([1, 2, 3], np.eye(5)[[1, 2, 3]]), "ordinal", 5, n_boot=20, seed=0)
+    assert result["auc_bin"]["value"] is None and result["mae_ord"]["value"] == 0.0
+
+
+def test_slice_probabilities_average_per_sequence():
+    table = pd.DataFrame({"seq_id": ["a", "a", "b", "b", "b"], "split": ["test"] * 5, "grade": [0, 0, 1, 1, 1],
+                          "label_bin": [0, 0, 1, 1, 1]})
+    probs = np.array([[1.0, 0.0], [0.5, 0.5], [0.2, 0.8], [0.4, 0.6], [0.0, 1.0]])
+    pred = aggregate_slices(table, probs).set_index("seq_id")
+    assert pred.loc["a", "p_1"] == pytest.approx(0.25) and pred.loc["b", "p_1"] == pytest.approx(0.8)
+    assert pred.loc["a", "pred"] == 0 and pred.loc["b", "pred"] == 1
+    assert pred.loc["b", "p_bin"] == pytest.approx(0.8)
+    assert list(pred.reset_index().columns) == ["seq_id", "split", "grade", "label_bin", "p_0", "p_1", "p_bin", "pred"]
+    assert not math.isnan(pred.p_bin.sum())

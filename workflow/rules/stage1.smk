@@ -1,0 +1,74 @@
+rule train_diffae:
+    output:
+        model="results/{ds}/diffae/model.pt",
+        curve="results/{ds}/diffae/curve.csv",
+        recon="results/{ds}/diffae/reconstructions.npz",
+    input:
+        rules.prepare.output,
+        code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "training.py"),
+    params:
+        section=model_section("diffae"),
+        config=CONFIG_ARGS,
+    log:
+        "logs/train_diffae/{ds}.log",
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=GPU,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr train-diffae {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
+        "--out results/{wildcards.ds}/diffae --threads {threads} --log {log}"
+
+
+rule cache:
+    output:
+        z="results/{ds}/latents/z.npy",
+        tokens="results/{ds}/latents/tokens.npy",
+        meta="results/{ds}/latents/meta.json",
+    input:
+        rules.prepare.output,
+        model=rules.train_diffae.output.model,
+        code=code("diffae/cache.py"),
+    params:
+        section=json.dumps(config["cache"]),
+        config=CONFIG_ARGS,
+    log:
+        "logs/cache/{ds}.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=GPU,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr cache {wildcards.ds} {params.config} --model {input.model} "
+        "--prepared data/prepared/{wildcards.ds} --out results/{wildcards.ds}/latents --threads {threads} --log {log}"
+
+
+rule latent_baseline:
+    output:
+        "results/{ds}/predictions/{method}.parquet",
+    input:
+        rules.prepare.output,
+        z=rules.cache.output.z,
+        code=code("baselines/latent.py", "predictions.py"),
+    wildcard_constraints:
+        method="diffae_lr|diffae_svm",
+    params:
+        section=model_section("baselines"),
+        config=CONFIG_ARGS,
+    log:
+        "logs/latent_baseline/{ds}_{method}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr baseline {wildcards.ds} {wildcards.method} {params.config} "
+        "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} --out {output} --log {log}"
