@@ -16,6 +16,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/stage1.smk"
+include: "workflow/rules/densenet.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -33,6 +33,7 @@ which calls these subcommands in order; each can also be run by hand:
     lvdr train-diffae spider   stage 1 diffusion autoencoder -> results/spider/diffae/
     lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/
     lvdr baseline spider diffae_lr    DiffAE+LR / DiffAE+SVM -> results/spider/predictions/
+    lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
     lvdr evaluate spider   every predictions file -> results/spider/metrics.json
     lvdr report            all datasets -> results/report.html
 Configs are YAML files validated against workflow/schemas/config.schema.yaml;
@@ -124,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
     _common(p)
 
+    p = sub.add_parser("train-densenet", help="the DenseNet121 slice baseline",
+                       description="Train MONAI's DenseNet121 from scratch on the train split's slices (ordinal loss "
+                                   "for graded datasets, class-weighted), stop early on validation loss, keep the best "
+                                   "weights (OUT/model.pt, OUT/curve.csv; resumes from OUT/checkpoints/last.pt), and "
+                                   "write sequence predictions from averaged slice probabilities.")
+    _dataset(p)
+    _prepared(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/densenet121)")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="predictions (default: results/DATASET/predictions/densenet121.parquet)")
+    _threads(p)
+    _common(p)
+
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
                        description="Compute binary AUC (from probabilities) and F1, ordinal MAE and macro F1 and "
                                    "balanced accuracy on the test sequences of each predictions file, each with a "
@@ -202,6 +216,12 @@ def run(args) -> None:
         out = args.out or f"results/{args.dataset}/predictions/{args.method}.parquet"
         write_predictions(out, predictions)
         log.info("%s predictions for %d sequences written to %s", args.method, len(predictions), out)
+    elif args.command == "train-densenet":
+        from lvdr.baselines.densenet import train as train_densenet
+
+        train_densenet(cfg["densenet"], args.prepared or f"data/prepared/{args.dataset}",
+                       args.out or f"results/{args.dataset}/densenet121",
+                       args.predictions or f"results/{args.dataset}/predictions/densenet121.parquet", cfg["seed"], cfg["device"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lvdr.errors import DataError
 from lvdr.files import read_json
@@ -36,3 +37,8 @@ def load_prepared(folder: str | Path) -> Prepared:
     if len(table) != len(slices):
         raise DataError(f"{folder}: slices.parquet has {len(table)} rows but slices.npy {len(slices)}")
     return Prepared(slices, table, read_json(folder / "prepare.json"))
+
+
+def to_model_range(batch: np.ndarray) -> torch.Tensor:
+    """Stored slices are float16 in [0, 1]; the networks work on float32 in [-1, 1]."""
+    return torch.from_numpy(np.asarray(batch, dtype=np.float32)) * 2 - 1

@@ -29,6 +29,7 @@ TINY = {
                "num_res_blocks": 1, "z_dim": 8, "ddim_steps": 4, "num_recon": 2,
                "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2}},
     "baselines": {"C_grid": [1.0], "max_iter": 500},
+    "densenet": {"batch_size": 8, "max_steps": 2, "eval_every": 1, "patience": 2},
     "evaluate": {"bootstrap": 20},
 }
 

@@ -6,7 +6,8 @@ import torch
 from lvdr.diffae.cache import build_cache, load_latents
 from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
-from lvdr.diffae.train import load_model, to_model_range, train
+from lvdr.data import to_model_range
+from lvdr.diffae.train import load_model, train
 
 
 def blobs(n=16, size=16, seed=0):

@@ -23,10 +23,10 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     for name in ("SPIDER", "BraTS", "RetinaMNIST"):
         assert name in html
     assert html.count("data:image/png;base64,") >= 5 + 6  # data, curve and reconstruction figures, all embedded
-    assert "DiffAE + LR" in html and "paper, Table 1" in html
+    assert "DiffAE + LR" in html and "DenseNet121 (class-weighted loss)" in html and "paper, Table 1" in html
     summary = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(summary) == {"spider", "brats", "retinamnist"}
-    assert {"diffae_lr", "diffae_svm"} <= set(summary["spider"]) and "auc_bin" in summary["brats"]["diffae_lr"]
+    assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121"} and "auc_bin" in summary["brats"]["diffae_lr"]
     for ds in ("spider", "brats", "retinamnist"):
         assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
     again = snakemake(tmp_path, "results/report.html", "--dry-run")

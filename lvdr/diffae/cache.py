@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lvdr.data import load_prepared
-from lvdr.diffae.train import load_model, to_model_range
+from lvdr.data import load_prepared, to_model_range
+from lvdr.diffae.train import load_model
 from lvdr.files import atomic_path, read_json, write_json
 from lvdr.training import file_hash, pick_device
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 from tqdm import tqdm
 
-from lvdr.data import Prepared, load_prepared
+from lvdr.data import Prepared, load_prepared, to_model_range
 from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
@@ -27,11 +27,6 @@ from lvdr.files import atomic_path
 from lvdr.training import EMA, Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
 
 log = logging.getLogger(__name__)
-
-
-def to_model_range(batch: np.ndarray) -> torch.Tensor:
-    """Stored slices are float16 in [0, 1]; the diffusion model works in [-1, 1]."""
-    return torch.from_numpy(np.asarray(batch, dtype=np.float32)) * 2 - 1
 
 
 def build(cfg: dict, in_channels: int, image_size: int) -> DiffAE:

@@ -78,15 +78,19 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
-        **stage1_figures(name, results / name),
+        **model_figures(name, results / name),
     }
 
 
-def stage1_figures(name: str, folder: Path) -> dict:
-    """DiffAE curve and reconstructions, and the metric table, for whatever stages have run."""
-    out = {"curve": None, "recon": None, "metrics": None}
-    if (folder / "diffae" / "curve.csv").exists():
-        out["curve"] = figures.training_curve(pd.read_csv(folder / "diffae" / "curve.csv"), f"{name}: DiffAE training loss")
+CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet121 (class-weighted loss)"}
+
+
+def model_figures(name: str, folder: Path) -> dict:
+    """Training curves, DiffAE reconstructions and the metric table, for whatever stages have run."""
+    out = {"curves": [], "recon": None, "metrics": None}
+    for model, label in CURVES.items():
+        if (folder / model / "curve.csv").exists():
+            out["curves"].append((label, figures.training_curve(pd.read_csv(folder / model / "curve.csv"), f"{name}: {label}")))
     if (folder / "diffae" / "reconstructions.npz").exists():
         with np.load(folder / "diffae" / "reconstructions.npz") as arrays:
             out["recon"] = figures.reconstructions(dict(arrays), f"{name}: DiffAE reconstructions of test slices")

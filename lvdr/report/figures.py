@@ -76,6 +76,9 @@ def training_curve(curve: pd.DataFrame, title: str, y: str = "loss") -> str:
     window = max(1, len(curve) // 30)
     ax.plot(curve.step, curve[y].rolling(window, min_periods=1).mean(), color="tab:blue", lw=2,
             label=f"mean of {window} steps")
+    if "val_loss" in curve:
+        val = curve.dropna(subset=["val_loss"])
+        ax.plot(val.step, val.val_loss, "o-", color="tab:orange", lw=1.5, ms=4, label="validation")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(y)

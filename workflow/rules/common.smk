@@ -20,7 +20,7 @@ def code(*paths):
     return [workflow.source_path(f"../../lvdr/{p}") for p in paths]
 
 # Every method that writes results/{ds}/predictions/{method}.parquet; the evaluator reads them all.
-METHODS = ["diffae_lr", "diffae_svm"]
+METHODS = ["diffae_lr", "diffae_svm", "densenet121"]
 GPU = 0 if config["device"] == "cpu" else 1
 # Model training takes every core Snakemake was given, so training jobs run one at a time
 # instead of fighting over the same cores (torch uses that many threads).
