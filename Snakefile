@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/stage1.smk"
 include: "workflow/rules/densenet.smk"
+include: "workflow/rules/prm.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

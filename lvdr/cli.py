@@ -34,6 +34,8 @@ which calls these subcommands in order; each can also be run by hand:
     lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/
     lvdr baseline spider diffae_lr    DiffAE+LR / DiffAE+SVM -> results/spider/predictions/
     lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
+    lvdr train-prm spider  stage 2, the Progressive Refinement Module (LVDR) -> results/spider/lvdr/
+    lvdr explain spider    trajectory figures, step size vs evidence -> results/spider/explain/
     lvdr evaluate spider   every predictions file -> results/spider/metrics.json
     lvdr report            all datasets -> results/report.html
 Configs are YAML files validated against workflow/schemas/config.schema.yaml;
@@ -138,6 +140,32 @@ def build_parser() -> argparse.ArgumentParser:
     _threads(p)
     _common(p)
 
+    p = sub.add_parser("train-prm", help="stage 2: train the Progressive Refinement Module (LVDR)",
+                       description="Train the PRM on the cached patch tokens with L_recon (the stage-1 decoder "
+                                   "conditioned on z_sem), L_traj and the grading loss; keep the checkpoint with the "
+                                   "best validation MAE (graded) or AUC (binary); resume after a kill. Writes OUT/model.pt, "
+                                   "OUT/curve.csv, OUT/trajectories.npz and the predictions of every sequence.")
+    _dataset(p)
+    p.add_argument("--variant", metavar="NAME", help="an ablation from prm.ablations (method lvdr_NAME); default: LVDR itself")
+    _prepared(p)
+    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+    p.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/METHOD)")
+    p.add_argument("--predictions", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
+    _threads(p)
+    _common(p)
+
+    p = sub.add_parser("explain", help="trajectory figures and the step-size / evidence correlation",
+                       description="From LVDR's trajectories: a PCA of the states P_t (fitted on training trajectories) "
+                                   "with grade centroids, ||P_t|| by grade, step sizes beside the slices that caused them, "
+                                   "and the Spearman correlation of step size with each slice's recorded evidence. "
+                                   "Writes OUT/summary.json and OUT/*.png.")
+    _dataset(p)
+    _prepared(p)
+    p.add_argument("--trajectories", metavar="FILE", help="(default: results/DATASET/lvdr/trajectories.npz)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
+    _common(p)
+
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
                        description="Compute binary AUC (from probabilities) and F1, ordinal MAE and macro F1 and "
                                    "balanced accuracy on the test sequences of each predictions file, each with a "
@@ -222,6 +250,18 @@ def run(args) -> None:
         train_densenet(cfg["densenet"], args.prepared or f"data/prepared/{args.dataset}",
                        args.out or f"results/{args.dataset}/densenet121",
                        args.predictions or f"results/{args.dataset}/predictions/densenet121.parquet", cfg["seed"], cfg["device"])
+    elif args.command == "train-prm":
+        from lvdr.prm.train import train as train_prm
+
+        prm_cfg, method = configs.variant(cfg, args.variant)
+        train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
+                  args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}",
+                  args.predictions or f"results/{args.dataset}/predictions/{method}.parquet", cfg["seed"], cfg["device"])
+    elif args.command == "explain":
+        from lvdr.explain import explain
+
+        explain(args.trajectories or f"results/{args.dataset}/lvdr/trajectories.npz", args.prepared or f"data/prepared/{args.dataset}",
+                args.out or f"results/{args.dataset}/explain", cfg["seed"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset
 

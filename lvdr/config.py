@@ -115,3 +115,14 @@ def load(paths: Iterable[str | Path] = ()) -> dict:
     except ConfigError as exc:
         names = ", ".join(str(p) for p in paths) or "<defaults>"
         raise ConfigError(f"{names}: {exc}") from None
+
+
+def variant(cfg: dict, name: str | None) -> tuple[dict, str]:
+    """The PRM config of an ablation from ``prm.ablations`` (validated) and its method name."""
+    if not name:
+        return cfg["prm"], "lvdr"
+    ablations = cfg["prm"]["ablations"]
+    if name not in ablations:
+        raise ConfigError(f"config key 'prm.ablations': no ablation named '{name}' (known: {', '.join(ablations) or 'none'})")
+    merged = merge(cfg["prm"], ablations[name])
+    return validate({**cfg, "prm": merged})["prm"], f"lvdr_{name}"

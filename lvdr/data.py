@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lvdr.errors import DataError
 from lvdr.files import read_json
@@ -39,6 +38,8 @@ def load_prepared(folder: str | Path) -> Prepared:
     return Prepared(slices, table, read_json(folder / "prepare.json"))
 
 
-def to_model_range(batch: np.ndarray) -> torch.Tensor:
-    """Stored slices are float16 in [0, 1]; the networks work on float32 in [-1, 1]."""
+def to_model_range(batch: np.ndarray):
+    """Stored slices are float16 in [0, 1]; the networks work on float32 in [-1, 1] (a torch tensor)."""
+    import torch  # here, so that stages without a network need not load torch
+
     return torch.from_numpy(np.asarray(batch, dtype=np.float32)) * 2 - 1

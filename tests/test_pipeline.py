@@ -26,7 +26,9 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     assert "DiffAE + LR" in html and "DenseNet121 (class-weighted loss)" in html and "paper, Table 1" in html
     summary = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(summary) == {"spider", "brats", "retinamnist"}
-    assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121"} and "auc_bin" in summary["brats"]["diffae_lr"]
+    assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}
+    assert set(summary["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
+    assert "LVDR, λ_traj = 0 (ablation)" in html and "auc_bin" in summary["brats"]["diffae_lr"]
     for ds in ("spider", "brats", "retinamnist"):
         assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
     again = snakemake(tmp_path, "results/report.html", "--dry-run")

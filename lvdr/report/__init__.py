@@ -36,7 +36,8 @@ def counts_table(sequences: pd.DataFrame) -> str:
     return table.to_html(classes="counts", border=0)
 
 
-METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR"}
+METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR",
+                "lvdr_no_traj": "LVDR, λ_traj = 0 (ablation)"}
 
 
 def _fmt(value, digits=3) -> str:
@@ -82,7 +83,8 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     }
 
 
-CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet121 (class-weighted loss)"}
+CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet121 (class-weighted loss)",
+          "lvdr": "LVDR's PRM (total loss, eq. 4)"}
 
 
 def model_figures(name: str, folder: Path) -> dict:
@@ -94,6 +96,9 @@ def model_figures(name: str, folder: Path) -> dict:
     if (folder / "diffae" / "reconstructions.npz").exists():
         with np.load(folder / "diffae" / "reconstructions.npz") as arrays:
             out["recon"] = figures.reconstructions(dict(arrays), f"{name}: DiffAE reconstructions of test slices")
+    out["explain"] = read_json(folder / "explain" / "summary.json") if (folder / "explain" / "summary.json").exists() else None
+    if out["explain"]:
+        out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(name, metrics)
     return out

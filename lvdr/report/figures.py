@@ -24,6 +24,12 @@ def to_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def png_uri(path) -> str:
+    """A PNG written by another stage, embedded as it is."""
+    with open(path, "rb") as fh:
+        return "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
+
+
 def sequence_lengths(sequences: pd.DataFrame, title: str) -> str:
     """Histogram of slices per sequence, one colour per split."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))

@@ -20,7 +20,17 @@ def code(*paths):
     return [workflow.source_path(f"../../lvdr/{p}") for p in paths]
 
 # Every method that writes results/{ds}/predictions/{method}.parquet; the evaluator reads them all.
-METHODS = ["diffae_lr", "diffae_svm", "densenet121"]
+BASELINES = ["diffae_lr", "diffae_svm", "densenet121"]
+
+
+def lvdr_methods(ds):
+    """LVDR itself and, on the datasets chosen for them, its ablations (prm.ablations)."""
+    ablations = config["prm"]["ablations"] if ds in config["prm"]["ablation_datasets"] else {}
+    return ["lvdr"] + [f"lvdr_{name}" for name in ablations]
+
+
+def methods(ds):
+    return BASELINES + lvdr_methods(ds)
 GPU = 0 if config["device"] == "cpu" else 1
 # Model training takes every core Snakemake was given, so training jobs run one at a time
 # instead of fighting over the same cores (torch uses that many threads).

@@ -1,0 +1,169 @@
+"""Explain LVDR's decisions through its reasoning trajectories (paper 3.4).
+
+(a) PCA of the states P_t, fitted on the training trajectories; test paths coloured by slice
+index, first and last states marked, each grade's centroid (mean training state) as a star.
+(b) ||P_t|| against t, by grade. (c) Step sizes ||P_t - P_{t-1}|| beside a filmstrip of the
+slices, and the rank correlation between step size and the slice's recorded evidence (the demo
+generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
+evidence is?
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+
+from lvdr.data import load_prepared  # noqa: E402
+from lvdr.files import atomic_path, write_json  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def load_trajectories(path: str | Path) -> list[dict]:
+    with np.load(path) as f:
+        offsets = f["offsets"]
+        return [{"seq_id": str(f["seq_id"][i]), "split": str(f["split"][i]), "grade": int(f["grade"][i]),
+                 "P": f["P"][offsets[i]:offsets[i + 1]], "row": f["row"][offsets[i]:offsets[i + 1]]}
+                for i in range(len(offsets) - 1)]
+
+
+def step_sizes(P: np.ndarray) -> np.ndarray:
+    """||P_t - P_{t-1}|| for t >= 2 (the first state has no predecessor)."""
+    return np.linalg.norm(np.diff(P, axis=0), axis=1)
+
+
+def evidence_correlation(trajs: list[dict], evidence: np.ndarray) -> dict:
+    """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence."""
+    sizes, values = [], []
+    for tr in trajs:
+        if len(tr["P"]) > 1:
+            sizes.append(step_sizes(tr["P"]))
+            values.append(evidence[tr["row"][1:]])
+    if not sizes:
+        return {"rho": None, "p": None, "n_steps": 0}
+    sizes, values = np.concatenate(sizes), np.concatenate(values)
+    ok = np.isfinite(values)
+    if ok.sum() < 3 or np.ptp(values[ok]) == 0:
+        return {"rho": None, "p": None, "n_steps": int(ok.sum())}
+    rho, p = spearmanr(sizes[ok], values[ok])
+    return {"rho": float(rho), "p": float(p), "n_steps": int(ok.sum())}
+
+
+def _pick(trajs: list[dict], per_grade: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for grade in sorted({t["grade"] for t in trajs}):
+        pool = [t for t in trajs if t["grade"] == grade]
+        chosen += [pool[i] for i in sorted(rng.choice(len(pool), min(per_grade, len(pool)), replace=False))]
+    return chosen
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def pca_figure(train: list[dict], shown: list[dict], path: Path, title: str) -> None:
+    pca = PCA(n_components=2).fit(np.concatenate([t["P"] for t in train]))
+    fig, ax = plt.subplots(figsize=(6.2, 5))
+    t_max = max(len(t["P"]) for t in shown)
+    for tr in shown:
+        xy = pca.transform(tr["P"])
+        ax.plot(xy[:, 0], xy[:, 1], color="0.75", lw=0.8, zorder=1)
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", vmin=0, vmax=t_max - 1, s=14, zorder=2)
+        ax.scatter(*xy[0], marker="o", s=50, facecolors="none", edgecolors="k", zorder=3)
+        ax.scatter(*xy[-1], marker="X", s=60, c="k", zorder=3)
+    for grade in sorted({t["grade"] for t in train}):
+        centre = pca.transform(np.concatenate([t["P"] for t in train if t["grade"] == grade]).mean(0, keepdims=True))[0]
+        ax.scatter(*centre, marker="*", s=260, c="red", edgecolors="k", zorder=4)
+        ax.annotate(f"grade {grade}", centre, xytext=(6, 6), textcoords="offset points", color="darkred", fontsize=9)
+    fig.colorbar(points, ax=ax, label="slice index t")
+    ax.set_xlabel(f"PC 1 ({pca.explained_variance_ratio_[0]:.0%})")
+    ax.set_ylabel(f"PC 2 ({pca.explained_variance_ratio_[1]:.0%})")
+    ax.set_title(f"{title}\n○ first state, ✕ last state, ★ grade centroid (training)", fontsize=10)
+    _save(fig, path)
+
+
+def norm_figure(trajs: list[dict], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for grade in sorted({t["grade"] for t in trajs}):
+        norms = [np.linalg.norm(t["P"], axis=1) for t in trajs if t["grade"] == grade]
+        length = max(len(n) for n in norms)
+        padded = np.full((len(norms), length), np.nan)
+        for i, n in enumerate(norms):
+            padded[i, :len(n)] = n
+        mean, sd = np.nanmean(padded, 0), np.nanstd(padded, 0)
+        steps = np.arange(1, length + 1)
+        ax.plot(steps, mean, label=f"grade {grade} (n={len(norms)})")
+        ax.fill_between(steps, mean - sd, mean + sd, alpha=0.15)
+    ax.set_xlabel("step t (slices read)")
+    ax.set_ylabel("||P_t||")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    _save(fig, path)
+
+
+def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, path: Path, title: str) -> None:
+    """Per sequence: step sizes as bars above the filmstrip of the slices that caused them."""
+    n = max(len(t["P"]) for t in shown)
+    fig, axes = plt.subplots(2 * len(shown), n, figsize=(0.9 * n, 2.1 * len(shown)), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 1.2] * len(shown)})
+    for s, tr in enumerate(shown):
+        sizes = np.concatenate([[np.nan], step_sizes(tr["P"])])
+        top = np.nanmax(sizes) if np.isfinite(sizes).any() else 1.0
+        for t in range(n):
+            bar_ax, img_ax = axes[2 * s, t], axes[2 * s + 1, t]
+            for ax in (bar_ax, img_ax):
+                ax.set_xticks([]), ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            if t >= len(tr["P"]):
+                continue
+            if np.isfinite(sizes[t]):
+                bar_ax.bar([0], [sizes[t]], color="tab:red", width=0.6)
+            bar_ax.set_ylim(0, top * 1.1)
+            image = np.asarray(slices[tr["row"][t]], dtype=np.float32)
+            img_ax.imshow(np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0], cmap="gray", vmin=0, vmax=1)
+            value = evidence[tr["row"][t]]
+            img_ax.set_title(f"t={t + 1}" + (f"\nev {value:.0f}" if np.isfinite(value) else ""), fontsize=7)
+        axes[2 * s, 0].set_ylabel(f"{tr['seq_id']}\ngrade {tr['grade']}", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def explain(trajectories: str | Path, prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2) -> dict:
+    out_dir = Path(out_dir)
+    data = load_prepared(prepared_dir)
+    trajs = load_trajectories(trajectories)
+    evidence = data.table.evidence.to_numpy(dtype=float)
+    name = data.meta["dataset"]
+    test = [t for t in trajs if t["split"] == "test"]
+    train = [t for t in trajs if t["split"] == "train"]
+    summary = {"dataset": name, "evidence": data.meta.get("evidence"), "figures": []}
+    if max(len(t["P"]) for t in trajs) < 2:
+        summary["note"] = "every sequence is a single image (T = 1): there is no trajectory over depth to explain"
+        write_json(out_dir / "summary.json", summary)
+        return summary
+    summary["correlation"] = evidence_correlation(test, evidence)
+    summary["mean_steps"] = float(np.mean([len(t["P"]) for t in test]))
+    pca_figure(train, _pick(test, per_grade, seed), out_dir / "pca.png", f"{name}: reasoning trajectories (test)")
+    norm_figure(test, out_dir / "norms.png", f"{name}: ||P_t|| by grade (test, mean ± sd)")
+    steps_figure(_pick(test, 1, seed), data.slices, evidence, out_dir / "steps.png",
+                 f"{name}: step size ||P_t - P_(t-1)|| (bars) and the slice read at step t")
+    summary["figures"] = ["pca.png", "norms.png", "steps.png"]
+    c = summary["correlation"]
+    if c["rho"] is not None:
+        log.info("%s: Spearman rho(step size, evidence) = %.3f (p = %.2g, %d steps of %d test sequences)",
+                 name, c["rho"], c["p"], c["n_steps"], len(test))
+    write_json(out_dir / "summary.json", summary)
+    return summary

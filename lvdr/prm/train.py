@@ -1,0 +1,234 @@
+"""Stage 2: train the PRM on cached patch tokens, with the paper's four losses (eq. 4).
+
+L = L_recon + l_traj L_traj + l_ord L_ord + l_cls L_cls, where L_recon is the stage-1 decoder's
+noise-prediction loss conditioned on z_sem at K random slices of the sequence, L_traj the mean
+cosine distance of P_t to P_T, L_ord the ordinal loss (graded datasets) and L_cls binary CE or
+focal loss (binary datasets). A fixed number of steps; the checkpoint with the best validation
+MAE (graded) or AUC (binary) is kept; a killed run resumes from its last checkpoint.
+Writes ``model.pt``, ``curve.csv``, the predictions and ``trajectories.npz`` (every sequence's
+P_t, z_t and the slice each step consumed; ragged arrays concatenated with offsets).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler
+from tqdm import tqdm
+
+from lvdr.data import Prepared, load_prepared, to_model_range
+from lvdr.diffae.cache import load_latents
+from lvdr.diffae.train import load_model
+from lvdr.errors import ConfigError, DataError
+from lvdr.evaluate.metrics import selection_score
+from lvdr.files import atomic_path
+from lvdr.losses import focal_loss, ordinal_loss
+from lvdr.predictions import from_sequence_probs, write_predictions
+from lvdr.prm.model import PRM
+from lvdr.training import Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
+
+log = logging.getLogger(__name__)
+
+
+def even_subsample(n: int, t_max: int) -> np.ndarray:
+    """Indices of at most t_max slices spread evenly along depth, in order, first and last kept."""
+    if n <= t_max:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, t_max).round().astype(int))
+
+
+@dataclass
+class Sequence:
+    seq_id: str
+    split: str
+    grade: int
+    label_bin: int
+    rows: np.ndarray  # slice-table rows consumed, in order
+    depth: np.ndarray  # their positions in the full sequence
+
+
+def sequences(data: Prepared, t_max: int) -> list[Sequence]:
+    out = []
+    for seq_id, group in data.table.sort_values(["seq_id", "slice_pos"]).groupby("seq_id", sort=False):
+        keep = even_subsample(len(group), t_max)
+        first = group.iloc[0]
+        out.append(Sequence(seq_id, first.split, int(first.grade), int(first.label_bin),
+                            group.row.to_numpy()[keep], group.slice_pos.to_numpy()[keep]))
+    order = {s: i for i, s in enumerate(data.table.drop_duplicates("seq_id").seq_id)}  # table order
+    return sorted(out, key=lambda s: order[s.seq_id])
+
+
+def collate(batch: list[Sequence], tokens: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence: tokens (B, T, K, c), depth (B, T), mask (B, T)."""
+    t = max(len(s.rows) for s in batch)
+    k, c = tokens.shape[1:]
+    x = np.zeros((len(batch), t, k, c), np.float32)
+    depth = np.zeros((len(batch), t), np.float32)
+    mask = np.zeros((len(batch), t), bool)
+    for i, s in enumerate(batch):
+        x[i, :len(s.rows)] = tokens[s.rows]
+        depth[i, :len(s.rows)] = s.depth
+        mask[i, :len(s.rows)] = True
+    return torch.from_numpy(x).to(device), torch.from_numpy(depth).to(device), torch.from_numpy(mask).to(device)
+
+
+def trajectory_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Paper eq. 3: mean over t < T of 1 - cos(P_t, P_T), per sequence (0 for T = 1), averaged."""
+    lengths = mask.sum(1)
+    last = P[torch.arange(len(P)), lengths - 1]
+    distance = 1 - F.cosine_similarity(P, last[:, None, :], dim=-1)
+    earlier = mask & (torch.arange(P.shape[1], device=P.device)[None] < (lengths - 1)[:, None])
+    per_sequence = (distance * earlier).sum(1) / (lengths - 1).clamp(min=1)
+    return per_sequence.mean()
+
+
+def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndarray, k: int, device) -> torch.Tensor:
+    """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence."""
+    picks, owners = [], []
+    for i, s in enumerate(batch):
+        chosen = np.random.choice(len(s.rows), size=min(k, len(s.rows)), replace=False)
+        picks.extend(s.rows[np.sort(chosen)])
+        owners.extend([i] * len(chosen))
+    order = np.argsort(picks)
+    x0 = to_model_range(slices[np.asarray(picks)[order]])[np.argsort(order)].to(device)
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, scheduler.num_train_timesteps, (len(x0),), device=device)
+    prediction = decoder(scheduler.add_noise(x0, noise, t), t, z_sem[torch.as_tensor(owners, device=device)])
+    return F.mse_loss(prediction.float(), noise)
+
+
+def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon) -> dict:
+    terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask)}
+    logits = out["logits"].float()
+    if task == "ordinal":
+        terms["ord"] = ordinal_loss(logits, labels, cfg["ordinal_alpha"])
+    elif cfg["binary_loss"] == "focal":
+        terms["cls"] = focal_loss(logits, labels, cfg["focal_gamma"])
+    else:
+        terms["cls"] = F.cross_entropy(logits, labels)
+    weights = {"recon": cfg["lambda_recon"], "traj": cfg["lambda_traj"], "ord": cfg["lambda_ord"], "cls": cfg["lambda_cls"]}
+    terms["total"] = sum(weights[name] * value for name, value in terms.items())
+    return terms
+
+
+@torch.no_grad()
+def run_sequences(model: PRM, seqs: list[Sequence], tokens, device, batch_size: int = 64) -> list[dict]:
+    """Eval-mode outputs per sequence: class probabilities and its (unpadded) trajectory."""
+    model.eval()
+    results = []
+    for start in range(0, len(seqs), batch_size):
+        batch = seqs[start:start + batch_size]
+        x, depth, mask = collate(batch, tokens, device)
+        out = model(x, depth, mask, latents=True)
+        probs = out["logits"].float().softmax(1).cpu().numpy()
+        for i, s in enumerate(batch):
+            n = len(s.rows)
+            results.append({"probs": probs[i], "P": out["P"][i, :n].float().cpu().numpy(),
+                            "z": out["z"][i, :n].float().cpu().numpy()})
+    return results
+
+
+def predictions_of(seqs: list[Sequence], results: list[dict]):
+    import pandas as pd
+
+    frame = pd.DataFrame({"seq_id": [s.seq_id for s in seqs], "split": [s.split for s in seqs],
+                          "grade": [s.grade for s in seqs], "label_bin": [s.label_bin for s in seqs]})
+    return from_sequence_probs(frame, np.stack([r["probs"] for r in results]))
+
+
+def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, predictions_path, seed: int,
+          device_name: str = "auto") -> Path:
+    out_dir = Path(out_dir)
+    data = load_prepared(prepared_dir)
+    _, tokens = load_latents(latents_dir)
+    tokens = np.asarray(tokens, dtype=np.float32)
+    task, num_classes = data.meta["task"], data.num_classes
+    device = pick_device(device_name)
+    tcfg = cfg["train"]
+    seqs = sequences(data, cfg["t_max"])
+    train_seqs = [s for s in seqs if s.split == "train"]
+    val_seqs = [s for s in seqs if s.split == "val"]
+    if not train_seqs or not val_seqs:
+        raise DataError(f"{prepared_dir}: the PRM needs sequences in both the train and the val split")
+    diffae, diffae_cfg = load_model(diffae_path, device)
+    d = diffae_cfg["z_dim"]
+    if d % cfg["heads"]:
+        raise ConfigError(f"config key 'prm.heads': {cfg['heads']} heads do not divide d = {d} (diffae.z_dim)")
+    decoder = diffae.decoder
+    decoder.train(cfg["finetune_decoder"]).requires_grad_(cfg["finetune_decoder"])
+    scheduler = DDPMScheduler(num_train_timesteps=diffae_cfg["timesteps"], schedule=diffae_cfg["beta_schedule"])
+    torch.manual_seed(seed)
+    model = PRM(tokens.shape[2], tokens.shape[1], d, num_classes, cfg).to(device)
+    params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
+    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "train": {**tcfg, "steps": None}, "seed": seed,
+                                                                    "tokens": tokens.shape}))
+    state = checkpoints.load() or {"step": 0, "curve": [], "best": None, "best_step": 0, "best_model": None}
+    if state["step"]:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if cfg["finetune_decoder"]:
+            decoder.load_state_dict(state["decoder"])
+    better = (lambda a, b: a < b) if task == "ordinal" else (lambda a, b: a > b)
+    log.info("PRM: %.2fM parameters, d %d, %d train / %d val sequences (T <= %d), %s task, %d steps on %s",
+             sum(p.numel() for p in model.parameters()) / 1e6, d, len(train_seqs), len(val_seqs), cfg["t_max"], task,
+             tcfg["steps"], device)
+    bar = tqdm(total=tcfg["steps"], initial=state["step"], desc="train prm", unit="step", mininterval=1.0)
+    while state["step"] < tcfg["steps"]:
+        seed_step(seed, state["step"])
+        batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]
+        x, depth, mask = collate(batch, tokens, device)
+        labels = torch.as_tensor([s.grade for s in batch], device=device)
+        model.train()
+        with autocast(device, tcfg["precision"]):
+            out = model(x, depth, mask)
+            recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
+                     if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
+            terms = losses(cfg, task, out, labels, mask, recon)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
+        optimizer.step()
+        state["step"] += 1
+        row = {"step": state["step"], "loss": terms["total"].item(), **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
+        if state["step"] % tcfg["eval_every"] == 0 or state["step"] == tcfg["steps"]:
+            score = selection_score(predictions_of(val_seqs, run_sequences(model, val_seqs, tokens, device)), task)
+            row["val_score"] = score
+            if state["best"] is None or better(score, state["best"]):
+                state.update(best=score, best_step=state["step"], best_model=copy.deepcopy(model.state_dict()))
+                if cfg["finetune_decoder"]:
+                    state["best_decoder"] = copy.deepcopy(decoder.state_dict())
+            bar.set_postfix(val=f"{score:.3f}", best=state["best_step"])
+            state["curve"].append(row)
+            extra = {"decoder": decoder.state_dict()} if cfg["finetune_decoder"] else {}
+            checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra})
+        else:
+            state["curve"].append(row)
+        bar.update(1)
+    bar.close()
+    log.info("PRM trained to step %d; best validation %s %.4f at step %d", state["step"],
+             "MAE" if task == "ordinal" else "AUC", state["best"], state["best_step"])
+    model.load_state_dict(state["best_model"])
+    write_curve(out_dir / "curve.csv", state["curve"])
+    save_torch({"config": cfg, "state_dict": model.state_dict(), "best_step": state["best_step"], "d": d,
+                "token_shape": tokens.shape[1:], "num_classes": num_classes,
+                "decoder": state.get("best_decoder")}, out_dir / "model.pt")
+    results = run_sequences(model, seqs, tokens, device)
+    write_predictions(predictions_path, predictions_of(seqs, results))
+    write_trajectories(out_dir / "trajectories.npz", seqs, results)
+    return out_dir / "model.pt"
+
+
+def write_trajectories(path: Path, seqs: list[Sequence], results: list[dict]) -> None:
+    lengths = np.array([len(s.rows) for s in seqs])
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, seq_id=np.array([s.seq_id for s in seqs]), split=np.array([s.split for s in seqs]),
+                 grade=np.array([s.grade for s in seqs]), offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                 P=np.concatenate([r["P"] for r in results]), z=np.concatenate([r["z"] for r in results]),
+                 row=np.concatenate([s.rows for s in seqs]), depth=np.concatenate([s.depth for s in seqs]))
