@@ -3,8 +3,10 @@
 S learnable slots form a memory M_0 shared by all sequences. At each step t the memory reads
 slice t's 8 x 8 patch tokens (projected to d, plus a learned patch-position and a sinusoidal
 depth embedding) through a stack of blocks (cross-attention slots -> tokens, self-attention
-among slots, FFN), the same parameters at every t. P_t = mean of the slots is the reasoning
-trajectory. Attention pooling with Q learned queries (Set Transformer's PMA) over M_t,
+among slots, FFN), the same parameters at every t, then a LayerNorm of the memory. P_t = mean
+of the slots is the reasoning trajectory. (Without that LayerNorm the residual updates pile up:
+||P_t|| grows linearly with t and every step has about the same size whatever the slice shows,
+so the trajectory cannot point at the slices that carried the evidence.) Attention pooling with Q learned queries (Set Transformer's PMA) over M_t,
 concatenation and a linear map give z~_t; z_t = W LN(z~_t) + b. After the last slice,
 z_sem = z_T predicts the grade and conditions the diffusion decoder.
 
@@ -92,6 +94,7 @@ class PRM(nn.Module):
         self.slots = nn.Parameter(torch.randn(cfg["slots"], d) * d**-0.5)
         depth_rates = torch.linspace(0, cfg["stochastic_depth"], cfg["blocks"]).tolist()
         self.blocks = nn.ModuleList(RefinementBlock(d, cfg["heads"], cfg["dropout"], p) for p in depth_rates)
+        self.memory_norm = nn.LayerNorm(d)
         self.pool = AttentionPool(d, cfg["queries"], cfg["heads"])
         self.head = nn.Linear(d, num_classes)
         self.slot_dropout = cfg["slot_dropout"]
@@ -99,7 +102,7 @@ class PRM(nn.Module):
     def step(self, memory, tokens):
         for block in self.blocks:
             memory = block(memory, tokens)
-        return memory
+        return self.memory_norm(memory)  # keeps the recurrent memory from drifting in norm step after step
 
     def forward(self, tokens, depth, mask, latents: bool = False):
         """tokens (B, T, K, c), depth (B, T) slice positions, mask (B, T) True at real slices.
