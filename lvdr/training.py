@@ -58,6 +58,11 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def model_signature(model: torch.nn.Module) -> list:
+    """Names and shapes of a model's weights: a checkpoint of another architecture must not be resumed."""
+    return [(name, list(t.shape)) for name, t in model.state_dict().items()]
+
+
 def file_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -131,3 +131,12 @@ def test_ablation_variant_overrides_the_config():
     assert method == "lvdr_no_traj" and prm["lambda_traj"] == 0.0 and prm["lambda_ord"] == cfg["prm"]["lambda_ord"]
     with pytest.raises(configs.ConfigError, match="no ablation named 'nope'"):
         configs.variant(cfg, "nope")
+
+
+def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):
+    from lvdr.training import Checkpoints, config_hash, model_signature
+
+    old, new = PRM(C, K, D, 5, prm_config(blocks=1)), PRM(C, K, D, 5, prm_config(blocks=2))
+    Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).save({"step": 3, "model": old.state_dict()})
+    assert Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).load()["step"] == 3
+    assert Checkpoints(tmp_path, config_hash({"model": model_signature(new)})).load() is None

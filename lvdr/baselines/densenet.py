@@ -25,7 +25,8 @@ from lvdr.data import Prepared, load_prepared, to_model_range
 from lvdr.errors import DataError
 from lvdr.losses import class_weights, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
-from lvdr.training import Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
+from lvdr.training import (Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+                           write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     weights = class_weights(labels, num_classes).to(device)
     loss_fn = make_loss(task, weights, cfg["ordinal_alpha"])
     augment = augmentation(data.meta["dataset"])
-    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "shape": images.shape}))
+    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "shape": images.shape,
+                                                                          "model": model_signature(model)}))
     state = checkpoints.load() or {"step": 0, "curve": [], "best_loss": float("inf"), "best_step": 0,
                                    "best_model": None, "bad_evals": 0}
     if state["step"]:

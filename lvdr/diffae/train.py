@@ -24,7 +24,8 @@ from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
-from lvdr.training import EMA, Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
+from lvdr.training import (EMA, Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+                           write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     scheduler = DDPMScheduler(num_train_timesteps=cfg["timesteps"], schedule=cfg["beta_schedule"])
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({k: v for k, v in cfg.items() if k != "train"}
                                                                   | {"train": {k: v for k, v in tcfg.items() if k != "steps"},
-                                                                     "seed": seed, "shape": images.shape}))
+                                                                     "seed": seed, "shape": images.shape,
+                                                                     "model": model_signature(model)}))
     step, curve = 0, []
     state = checkpoints.load()
     if state:

@@ -31,7 +31,8 @@ from lvdr.files import atomic_path
 from lvdr.losses import focal_loss, ordinal_loss
 from lvdr.predictions import from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import Checkpoints, autocast, config_hash, pick_device, save_torch, seed_step, write_curve
+from lvdr.training import (Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+                           write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
     optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "train": {**tcfg, "steps": None}, "seed": seed,
-                                                                    "tokens": tokens.shape}))
+                                                                    "tokens": tokens.shape, "model": model_signature(model)}))
     state = checkpoints.load() or {"step": 0, "curve": [], "best": None, "best_step": 0, "best_model": None}
     if state["step"]:
         model.load_state_dict(state["model"])
