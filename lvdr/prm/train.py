@@ -119,18 +119,20 @@ def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Te
 
 
 @torch.no_grad()
-def run_sequences(model: PRM, seqs: list[Sequence], tokens, device, batch_size: int = 64) -> list[dict]:
-    """Eval-mode outputs per sequence: class probabilities and its (unpadded) trajectory."""
+def run_sequences(model: PRM, seqs: list[Sequence], tokens, device, batch_size: int = 64,
+                  latents: bool = True) -> list[dict]:
+    """Eval-mode outputs per sequence: class probabilities and, with ``latents``, its (unpadded) trajectory."""
     model.eval()
     results = []
     for start in range(0, len(seqs), batch_size):
         batch = seqs[start:start + batch_size]
         x, depth, mask = collate(batch, tokens, device)
-        out = model(x, depth, mask, latents=True)
+        out = model(x, depth, mask, latents=latents)
         probs = out["logits"].float().softmax(1).cpu().numpy()
         for i, s in enumerate(batch):
             n = len(s.rows)
-            results.append({"probs": probs[i], "P": out["P"][i, :n].float().cpu().numpy(),
+            results.append({"probs": probs[i]} if not latents else
+                           {"probs": probs[i], "P": out["P"][i, :n].float().cpu().numpy(),
                             "z": out["z"][i, :n].float().cpu().numpy()})
     return results
 
@@ -199,7 +201,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         state["step"] += 1
         row = {"step": state["step"], "loss": terms["total"].item(), **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
         if state["step"] % tcfg["eval_every"] == 0 or state["step"] == tcfg["steps"]:
-            score = selection_score(predictions_of(val_seqs, run_sequences(model, val_seqs, tokens, device)), task)
+            score = selection_score(predictions_of(val_seqs, run_sequences(model, val_seqs, tokens, device, latents=False)), task)
             row["val_score"] = score
             if state["best"] is None or better(score, state["best"]):
                 state.update(best=score, best_step=state["step"], best_model=copy.deepcopy(model.state_dict()))
