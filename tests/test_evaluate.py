@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lvdr.evaluate.metrics import evaluate, point_metrics
+from lvdr.evaluate.metrics import evaluate, point_metrics, resample_metrics
 from lvdr.predictions import aggregate_slices, from_sequence_probs
 
 
@@ -73,3 +73,28 @@ def test_slice_probabilities_average_per_sequence():
     assert pred.loc["b", "p_bin"] == pytest.approx(0.8)
     assert list(pred.reset_index().columns) == ["seq_id", "split", "grade", "label_bin", "p_0", "p_1", "p_bin", "pred"]
     assert not math.isnan(pred.p_bin.sum())
+
+
+@pytest.mark.parametrize("task,num_classes", [("ordinal", 5), ("binary", 2)])
+def test_vectorised_resamples_match_sklearn(task, num_classes):
+    """The bootstrap's weighted closed forms equal sklearn on the resampled rows, ties and missing classes included."""
+    rng = np.random.default_rng(1)
+    grades = rng.integers(0, num_classes, 30)
+    probs = np.round(rng.dirichlet(np.ones(num_classes), 30), 1)  # rounding makes tied scores
+    probs /= probs.sum(1, keepdims=True)
+    frame = ordinal_frame(grades, probs)
+    if task == "binary":
+        frame["label_bin"] = frame.grade
+    samples = rng.integers(0, 30, (40, 30))
+    samples[0] = np.flatnonzero(grades == grades[0])[0]  # one resample with a single class: no AUC
+    weights = np.stack([np.bincount(s, minlength=30) for s in samples]).astype(float)
+    fast = resample_metrics(frame, task, num_classes, weights)
+    for b, sample in enumerate(samples):
+        slow = point_metrics(frame.iloc[sample], task, num_classes)
+        for key, value in slow.items():
+            if value is None:
+                assert fast[key] is None
+            elif math.isnan(value):
+                assert math.isnan(fast[key][b]), (key, b)
+            else:
+                assert fast[key][b] == pytest.approx(value), (key, b)
