@@ -32,7 +32,7 @@ which calls these subcommands in order; each can also be run by hand:
     lvdr prepare spider    slices and the slice table -> data/prepared/spider/
     lvdr train-diffae spider   stage 1 diffusion autoencoder -> results/spider/diffae/
     lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/
-    lvdr baseline spider diffae_lr    DiffAE+LR / DiffAE+SVM -> results/spider/predictions/
+    lvdr baseline spider diffae_lr diffae_svm   DiffAE+LR and +SVM -> results/spider/predictions/
     lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
     lvdr train-prm spider  stage 2, the Progressive Refinement Module (LVDR) -> results/spider/lvdr/
     lvdr explain spider    trajectory figures, step size vs evidence -> results/spider/explain/
@@ -116,15 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     _threads(p)
     _common(p)
 
-    p = sub.add_parser("baseline", help="DiffAE+LR or DiffAE+SVM on the cached latents",
-                       description="Fit logistic regression (diffae_lr) or a calibrated linear SVM (diffae_svm) "
+    p = sub.add_parser("baseline", help="DiffAE+LR and/or DiffAE+SVM on the cached latents",
+                       description="Fit logistic regression (diffae_lr) and/or a calibrated linear SVM (diffae_svm) "
                                    "on standardised slice latents of the train split, choose C on the validation "
                                    "split, average slice probabilities per sequence, and write predictions.")
     _dataset(p)
-    p.add_argument("method", choices=["diffae_lr", "diffae_svm"], help="which latent baseline")
+    p.add_argument("methods", nargs="+", choices=["diffae_lr", "diffae_svm"], metavar="METHOD",
+                   help="latent baselines to fit: diffae_lr, diffae_svm or both (one process reads the latents once)")
     p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
     _prepared(p)
-    p.add_argument("--out", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
+    p.add_argument("--out", metavar="DIR", help="folder for METHOD.parquet (default: results/DATASET/predictions)")
     _common(p)
 
     p = sub.add_parser("train-densenet", help="the DenseNet121 slice baseline",
@@ -240,10 +241,12 @@ def run(args) -> None:
 
         data = load_prepared(args.prepared or f"data/prepared/{args.dataset}")
         z, _ = load_latents(args.latents or f"results/{args.dataset}/latents")
-        predictions, chosen = fit_predict(args.method, np.asarray(z), data, cfg["baselines"], cfg["seed"])
-        out = args.out or f"results/{args.dataset}/predictions/{args.method}.parquet"
-        write_predictions(out, predictions)
-        log.info("%s predictions for %d sequences written to %s", args.method, len(predictions), out)
+        z = np.asarray(z)
+        for method in dict.fromkeys(args.methods):
+            predictions, _ = fit_predict(method, z, data, cfg["baselines"], cfg["seed"])
+            out = Path(args.out or f"results/{args.dataset}/predictions") / f"{method}.parquet"
+            write_predictions(out, predictions)
+            log.info("%s predictions for %d sequences written to %s", method, len(predictions), out)
     elif args.command == "train-densenet":
         from lvdr.baselines.densenet import train as train_densenet
 

@@ -20,7 +20,8 @@ def code(*paths):
     return [workflow.source_path(f"../../lvdr/{p}") for p in paths]
 
 # Every method that writes results/{ds}/predictions/{method}.parquet; the evaluator reads them all.
-BASELINES = ["diffae_lr", "diffae_svm", "densenet121"]
+LATENT_BASELINES = ["diffae_lr", "diffae_svm"]  # fitted by one job per dataset
+BASELINES = LATENT_BASELINES + ["densenet121"]
 
 
 def lvdr_methods(ds):

@@ -49,20 +49,19 @@ rule cache:
         "--prepared data/prepared/{wildcards.ds} --out results/{wildcards.ds}/latents --threads {threads} --log {log}"
 
 
-rule latent_baseline:
+rule latent_baselines:
     output:
-        "results/{ds}/predictions/{method}.parquet",
+        expand("results/{{ds}}/predictions/{method}.parquet", method=LATENT_BASELINES),
     input:
         rules.prepare.output,
         z=rules.cache.output.z,
         code=code("baselines/latent.py", "predictions.py"),
-    wildcard_constraints:
-        method="diffae_lr|diffae_svm",
     params:
         section=model_section("baselines"),
+        methods=" ".join(LATENT_BASELINES),
         config=CONFIG_ARGS,
     log:
-        "logs/latent_baseline/{ds}_{method}.log",
+        "logs/latent_baselines/{ds}.log",
     threads: 1
     resources:
         mem_mb=4000,
@@ -70,5 +69,6 @@ rule latent_baseline:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr baseline {wildcards.ds} {wildcards.method} {params.config} "
-        "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} --out {output} --log {log}"
+        "python -m lvdr baseline {wildcards.ds} {params.methods} {params.config} "
+        "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} "
+        "--out results/{wildcards.ds}/predictions --log {log}"
