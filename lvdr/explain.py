@@ -82,10 +82,14 @@ def pca_figure(train: list[dict], shown: list[dict], path: Path, title: str) -> 
         points = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", vmin=0, vmax=t_max - 1, s=14, zorder=2)
         ax.scatter(*xy[0], marker="o", s=50, facecolors="none", edgecolors="k", zorder=3)
         ax.scatter(*xy[-1], marker="X", s=60, c="k", zorder=3)
-    for grade in sorted({t["grade"] for t in train}):
-        centre = pca.transform(np.concatenate([t["P"] for t in train if t["grade"] == grade]).mean(0, keepdims=True))[0]
+    centres = {grade: pca.transform(np.concatenate([t["P"] for t in train if t["grade"] == grade]).mean(0, keepdims=True))[0]
+               for grade in sorted({t["grade"] for t in train})}
+    middle = np.mean(ax.get_xlim())
+    for grade, centre in centres.items():
         ax.scatter(*centre, marker="*", s=260, c="red", edgecolors="k", zorder=4)
-        ax.annotate(f"grade {grade}", centre, xytext=(6, 6), textcoords="offset points", color="darkred", fontsize=9)
+        inward = -1 if centre[0] > middle else 1  # label towards the middle, so it stays inside the axes
+        ax.annotate(f"grade {grade}", centre, xytext=(7 * inward, 6), textcoords="offset points", color="darkred",
+                    fontsize=9, ha="left" if inward > 0 else "right")
     fig.colorbar(points, ax=ax, label="slice index t")
     ax.set_xlabel(f"PC 1 ({pca.explained_variance_ratio_[0]:.0%})")
     ax.set_ylabel(f"PC 2 ({pca.explained_variance_ratio_[1]:.0%})")

@@ -98,3 +98,27 @@ def test_vectorised_resamples_match_sklearn(task, num_classes):
                 assert math.isnan(fast[key][b]), (key, b)
             else:
                 assert fast[key][b] == pytest.approx(value), (key, b)
+
+
+def test_a_collapsed_predictor_is_flagged_in_the_log_and_the_report(tmp_path, caplog):
+    from lvdr.evaluate.run import evaluate_dataset
+    from lvdr.files import write_json
+    from lvdr.predictions import write_predictions
+    from lvdr.report import metrics_table
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    np.save(prepared / "slices.npy", np.zeros((1, 1, 2, 2), np.float16))
+    pd.DataFrame({"row": [0]}).to_parquet(prepared / "slices.parquet")
+    write_json(prepared / "prepare.json", {"task": "ordinal", "num_classes": 5})
+    grades = [0, 1, 2, 3, 4, 0]
+    write_predictions(tmp_path / "constant.parquet", ordinal_frame(grades, np.tile([0.6, 0.1, 0.1, 0.1, 0.1], (6, 1))))
+    write_predictions(tmp_path / "perfect.parquet", ordinal_frame(grades, np.eye(5)[grades]))
+    with caplog.at_level("WARNING"):
+        results = evaluate_dataset("demo", [tmp_path / "constant.parquet", tmp_path / "perfect.parquet"], prepared,
+                                   tmp_path / "metrics.json", n_boot=10, seed=0)
+    assert results["methods"]["constant"]["predicted_classes"] == [0]
+    assert results["methods"]["perfect"]["predicted_classes"] == [0, 1, 2, 3, 4]
+    assert "demo constant predicts class 0 for every test sequence" in caplog.text and "perfect" not in caplog.text
+    table = metrics_table("demo", results)
+    assert table.count("predicts class 0 for every sequence") == 1

@@ -25,7 +25,12 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
         if test.empty:
             raise DataError(f"{path}: no test sequences to evaluate")
         method = path.stem
-        results["methods"][method] = {"n_test": len(test), **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed)}
+        predicted = sorted(int(c) for c in test.pred.unique())
+        results["methods"][method] = {"n_test": len(test), "predicted_classes": predicted,
+                                      **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed)}
+        if len(predicted) == 1:
+            log.warning("%s %s predicts class %d for every test sequence: it has not learned to tell them apart",
+                        dataset, method, predicted[0])
         shown = {k: v["value"] for k, v in results["methods"][method].items() if isinstance(v, dict) and v["value"] is not None}
         log.info("%s %s (n=%d test sequences): %s", dataset, method, len(test),
                  ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))

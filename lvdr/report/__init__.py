@@ -53,7 +53,10 @@ def metrics_table(name: str, metrics: dict | None) -> str:
         for key in METRICS:
             v = values[key]
             cells.append(_fmt(v["value"]) + (f" [{_fmt(v['ci_low'], 2)}, {_fmt(v['ci_high'], 2)}]" if v["ci_low"] is not None else ""))
-        rows.append([f"{METHOD_NAMES.get(method, method)}", f"measured (n={values['n_test']} test sequences)", *cells])
+        source = f"measured (n={values['n_test']} test sequences)"
+        if len(values.get("predicted_classes", [])) == 1:  # a collapsed model: say so beside its numbers
+            source += f"; ⚠ predicts class {values['predicted_classes'][0]} for every sequence"
+        rows.append([f"{METHOD_NAMES.get(method, method)}", source, *cells])
     for paper in paper_rows(name):
         rows.append([paper["name"], paper["source"], *[_fmt(paper[k], 2) if paper[k] is not None else "—" for k in COLUMNS], "—"])
     if not rows:
