@@ -159,11 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="trajectory figures and the step-size / evidence correlation",
                        description="From LVDR's trajectories: a PCA of the states P_t (fitted on training trajectories) "
                                    "with grade centroids, ||P_t|| by grade, step sizes beside the slices that caused them, "
-                                   "and the Spearman correlation of step size with each slice's recorded evidence. "
-                                   "Writes OUT/summary.json and OUT/*.png.")
+                                   "the Spearman correlation of step size with each slice's recorded evidence, and a "
+                                   "deletion test: does removing the largest-step slices change the prediction more than "
+                                   "removing random ones (explain.deletion)? Writes OUT/summary.json and OUT/*.png.")
     _dataset(p)
     _prepared(p)
-    p.add_argument("--trajectories", metavar="FILE", help="(default: results/DATASET/lvdr/trajectories.npz)")
+    p.add_argument("--trajectories", metavar="FILE", help="LVDR's trajectories (default: results/DATASET/lvdr/trajectories.npz)")
+    p.add_argument("--model", metavar="FILE", help="the PRM, for the deletion test (default: results/DATASET/lvdr/model.pt)")
+    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
     _common(p)
 
@@ -264,7 +267,9 @@ def run(args) -> None:
         from lvdr.explain import explain
 
         explain(args.trajectories or f"results/{args.dataset}/lvdr/trajectories.npz", args.prepared or f"data/prepared/{args.dataset}",
-                args.out or f"results/{args.dataset}/explain", cfg["seed"])
+                args.out or f"results/{args.dataset}/explain", cfg["seed"],
+                model=args.model or f"results/{args.dataset}/lvdr/model.pt",
+                latents=args.latents or f"results/{args.dataset}/latents", deletion=cfg["explain"]["deletion"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset
 

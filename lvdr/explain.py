@@ -5,7 +5,8 @@ index, first and last states marked, each grade's centroid (mean training state)
 (b) ||P_t|| against t, by grade. (c) Step sizes ||P_t - P_{t-1}|| beside a filmstrip of the
 slices, and the rank correlation between step size and the slice's recorded evidence (the demo
 generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
-evidence is?
+evidence is? (d) A deletion test of faithfulness: removing the slices where the trajectory moved
+most should change the prediction more than removing as many random slices.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
+from scipy.stats import spearmanr, wilcoxon  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from lvdr.data import load_prepared  # noqa: E402
@@ -31,7 +32,8 @@ def load_trajectories(path: str | Path) -> list[dict]:
     with np.load(path) as f:
         offsets = f["offsets"]
         return [{"seq_id": str(f["seq_id"][i]), "split": str(f["split"][i]), "grade": int(f["grade"][i]),
-                 "P": f["P"][offsets[i]:offsets[i + 1]], "row": f["row"][offsets[i]:offsets[i + 1]]}
+                 "P": f["P"][offsets[i]:offsets[i + 1]], "row": f["row"][offsets[i]:offsets[i + 1]],
+                 "depth": f["depth"][offsets[i]:offsets[i + 1]]}
                 for i in range(len(offsets) - 1)]
 
 
@@ -55,6 +57,64 @@ def evidence_correlation(trajs: list[dict], evidence: np.ndarray) -> dict:
         return {"rho": None, "p": None, "n_steps": int(ok.sum())}
     rho, p = spearmanr(sizes[ok], values[ok])
     return {"rho": float(rho), "p": float(p), "n_steps": int(ok.sum())}
+
+
+def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, repeats: int, seed: int) -> dict:
+    """Faithfulness of the step sizes: delete the largest-step slices, or as many random ones, and re-run the PRM.
+
+    The effect on a sequence is the drop in the probability of the class it predicts from all of
+    its slices. The first slice has no step and is never deleted. If the trajectory marks what the
+    model used, deleting its largest steps costs more than deleting random slices; a one-sided
+    Wilcoxon signed-rank test over sequences says how sure that is.
+    """
+    from lvdr.diffae.cache import load_latents
+    from lvdr.prm.train import Sequence, load_prm, run_sequences
+
+    model = load_prm(model_path)
+    _, tokens = load_latents(latents_dir)  # memory-mapped: only the test sequences' rows are read
+    rng = np.random.default_rng([seed, 7])
+    trajs = [tr for tr in trajs if len(tr["P"]) >= 3]
+    if not trajs:
+        return {"n_sequences": 0}
+
+    def without(tr, drop):
+        keep = np.setdiff1d(np.arange(len(tr["P"])), drop)
+        return Sequence(tr["seq_id"], tr["split"], tr["grade"], -1, tr["row"][keep], tr["depth"][keep])
+
+    runs, counts = [], []
+    for tr in trajs:
+        sizes = step_sizes(tr["P"])  # sizes[i] belongs to slice i + 1
+        k = max(1, round(fraction * len(sizes)))
+        runs += [without(tr, []), without(tr, np.argsort(-sizes, kind="stable")[:k] + 1)]
+        runs += [without(tr, rng.choice(len(sizes), k, replace=False) + 1) for _ in range(repeats)]
+        counts.append(k)
+    probs = np.stack([r["probs"] for r in run_sequences(model, runs, tokens, "cpu", latents=False)])
+    probs = probs.reshape(len(trajs), 2 + repeats, -1)
+    predicted = probs[:, 0].argmax(1)
+    kept = probs[np.arange(len(trajs)), :, predicted]  # (sequences, 2 + repeats): P(predicted class)
+    drop_top, drop_random = kept[:, 0] - kept[:, 1], (kept[:, :1] - kept[:, 2:]).mean(1)
+    differences = drop_top - drop_random
+    p = float(wilcoxon(differences, alternative="greater").pvalue) if np.any(differences != 0) else None
+    return {"n_sequences": len(trajs), "fraction": fraction, "repeats": repeats, "mean_k": float(np.mean(counts)),
+            "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
+            "top_beats_random": float(np.mean(differences > 0)), "p": p,
+            "per_sequence": {"grade": [tr["grade"] for tr in trajs], "drop_top": drop_top.round(5).tolist(),
+                             "drop_random": drop_random.round(5).tolist()}}
+
+
+def deletion_figure(result: dict, path: Path, title: str) -> None:
+    per = result["per_sequence"]
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    points = ax.scatter(per["drop_random"], per["drop_top"], c=per["grade"], cmap="viridis", s=22, edgecolors="k", lw=0.3)
+    low = min(0.0, *per["drop_random"], *per["drop_top"])
+    high = max(*per["drop_random"], *per["drop_top"], 1e-3)
+    ax.plot([low, high], [low, high], color="0.5", ls="--", lw=1, label="no better than random")
+    ax.set_xlabel("drop after deleting random slices (mean)")
+    ax.set_ylabel("drop after deleting the largest steps")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    fig.colorbar(points, ax=ax, label="grade")
+    _save(fig, path)
 
 
 def _pick(trajs: list[dict], per_grade: int, seed: int) -> list[dict]:
@@ -145,7 +205,10 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
-def explain(trajectories: str | Path, prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2) -> dict:
+def explain(trajectories: str | Path, prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
+            model: str | Path | None = None, latents: str | Path | None = None, deletion: dict | None = None) -> dict:
+    """Figures and statistics of the trajectories; with ``model``, ``latents`` and the ``deletion`` settings
+    (config key explain.deletion) also the deletion test."""
     out_dir = Path(out_dir)
     data = load_prepared(prepared_dir)
     trajs = load_trajectories(trajectories)
@@ -165,6 +228,16 @@ def explain(trajectories: str | Path, prepared_dir: str | Path, out_dir: str | P
     steps_figure(_pick(test, 1, seed), data.slices, evidence, out_dir / "steps.png",
                  f"{name}: step size ||P_t - P_(t-1)|| (bars) and the slice read at step t")
     summary["figures"] = ["pca.png", "norms.png", "steps.png"]
+    if model is not None:
+        summary["deletion"] = result = deletion_test(test, model, latents, seed=seed, **deletion)
+        if result["n_sequences"]:
+            deletion_figure(result, out_dir / "deletion.png",
+                            f"{name}: deleting {deletion['fraction']:.0%} of the slices\n(probability of the predicted class)")
+            summary["figures"].append("deletion.png")
+            log.info("%s: deleting the largest steps lowers P(predicted class) by %.3f, random slices by %.3f "
+                     "(largest steps cost more in %.0f%% of %d test sequences; Wilcoxon p = %s)", name,
+                     result["drop_top"], result["drop_random"], 100 * result["top_beats_random"], result["n_sequences"],
+                     "n/a" if result["p"] is None else f"{result['p']:.2g}")
     c = summary["correlation"]
     if c["rho"] is not None:
         log.info("%s: Spearman rho(step size, evidence) = %.3f (p = %.2g, %d steps of %d test sequences)",

@@ -29,6 +29,7 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}
     assert set(summary["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
     assert "LVDR, λ_traj = 0 (ablation)" in html and "auc_bin" in summary["brats"]["diffae_lr"]
+    assert "Do the large steps mark what the model used?" in html  # the deletion test ran and is reported
     for ds in ("spider", "brats", "retinamnist"):
         assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
     again = snakemake(tmp_path, "results/report.html", "--dry-run")

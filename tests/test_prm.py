@@ -140,3 +140,57 @@ def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):
     Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).save({"step": 3, "model": old.state_dict()})
     assert Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).load()["step"] == 3
     assert Checkpoints(tmp_path, config_hash({"model": model_signature(new)})).load() is None
+
+
+def _saved_prm_and_cache(tmp_path, lengths):
+    """A random PRM saved as train-prm saves it, a token cache, and trajectories of its own test sequences."""
+    from lvdr.prm.train import Sequence, load_prm, run_sequences
+    from lvdr.training import save_torch
+
+    torch.manual_seed(0)
+    cfg = prm_config()
+    save_torch({"config": cfg, "state_dict": PRM(C, K, D, 5, cfg).state_dict(), "d": D, "token_shape": (K, C),
+                "num_classes": 5}, tmp_path / "model.pt")
+    (tmp_path / "latents").mkdir()
+    tokens = np.random.default_rng(0).normal(size=(sum(lengths), K, C)).astype(np.float16)
+    np.save(tmp_path / "latents" / "tokens.npy", tokens)
+    np.save(tmp_path / "latents" / "z.npy", np.zeros((sum(lengths), D), np.float16))
+    starts = np.cumsum([0, *lengths])
+    seqs = [Sequence(f"s{i}", "test", i % 5, int(i % 5 > 0), np.arange(starts[i], starts[i + 1]), np.arange(n))
+            for i, n in enumerate(lengths)]
+    results = run_sequences(load_prm(tmp_path / "model.pt"), seqs, tokens, "cpu")
+    return [{"seq_id": s.seq_id, "split": s.split, "grade": s.grade, "P": r["P"], "row": s.rows, "depth": s.depth}
+            for s, r in zip(seqs, results)]
+
+
+def test_deletion_test_compares_largest_steps_with_random_slices(tmp_path, monkeypatch):
+    import lvdr.prm.train as prm_train
+    from lvdr.explain import deletion_test
+
+    trajs = _saved_prm_and_cache(tmp_path, [6, 2, 5, 9, 1])
+    read = []
+    run = prm_train.run_sequences
+    monkeypatch.setattr(prm_train, "run_sequences", lambda model, seqs, *a, **k: read.extend(seqs) or run(model, seqs, *a, **k))
+    result = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0)
+    assert result["n_sequences"] == 3  # sequences of fewer than 3 slices have no step to delete but the last
+    assert len(read) == 3 * (2 + 3)
+    full = {t["seq_id"]: t for t in trajs}
+    for seq in read:  # the first slice is always kept, order is kept, and a deletion removes 25% of the steps
+        rows = full[seq.seq_id]["row"]
+        assert seq.rows[0] == rows[0] and np.all(np.diff(seq.rows) > 0)
+        assert len(seq.rows) in (len(rows), len(rows) - max(1, round(0.25 * (len(rows) - 1))))
+    # the largest-step deletion removes exactly the slices after the largest steps
+    sizes = np.linalg.norm(np.diff(full["s3"]["P"], axis=0), axis=1)
+    top = next(s for s in read[1::5] if s.seq_id == "s3")  # per sequence: all slices, largest steps, 3 random
+    assert set(full["s3"]["row"]) - set(top.rows) == set(full["s3"]["row"][np.argsort(-sizes)[:2] + 1])
+    again = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0)
+    assert again["drop_top"] == result["drop_top"] and again["drop_random"] == result["drop_random"]  # seeded
+
+
+def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
+    from lvdr.explain import deletion_test
+
+    trajs = _saved_prm_and_cache(tmp_path, [4, 7, 3])
+    result = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=1.0, repeats=2, seed=0)
+    assert result["per_sequence"]["drop_top"] == result["per_sequence"]["drop_random"]
+    assert result["top_beats_random"] == 0.0 and result["p"] is None

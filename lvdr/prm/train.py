@@ -228,6 +228,18 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     return out_dir / "model.pt"
 
 
+def load_prm(path: str | Path, device="cpu") -> PRM:
+    """The trained PRM (best validation checkpoint, eval mode), as ``train`` saved it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no trained PRM (run `lvdr train-prm` first)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    num_tokens, channels = saved["token_shape"]
+    model = PRM(channels, num_tokens, saved["d"], saved["num_classes"], saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
 def write_trajectories(path: Path, seqs: list[Sequence], results: list[dict]) -> None:
     lengths = np.array([len(s.rows) for s in seqs])
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

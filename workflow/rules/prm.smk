@@ -36,8 +36,11 @@ rule explain:
     input:
         rules.prepare.output,
         trajectories="results/{ds}/lvdr/trajectories.npz",
+        model="results/{ds}/lvdr/model.pt",
+        tokens=rules.cache.output.tokens,
         code=code("explain.py"),
     params:
+        section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         config=CONFIG_ARGS,
     log:
         "logs/explain/{ds}.log",
@@ -49,4 +52,5 @@ rule explain:
         "../../environment.yml"
     shell:
         "python -m lvdr explain {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
-        "--trajectories {input.trajectories} --out results/{wildcards.ds}/explain --log {log}"
+        "--trajectories {input.trajectories} --model {input.model} --latents results/{wildcards.ds}/latents "
+        "--out results/{wildcards.ds}/explain --log {log}"
