@@ -149,8 +149,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
           device_name: str = "auto") -> Path:
     out_dir = Path(out_dir)
     data = load_prepared(prepared_dir)
-    _, tokens = load_latents(latents_dir)
-    tokens = np.asarray(tokens, dtype=np.float32)
+    _, tokens = load_latents(latents_dir)  # memory-mapped float16: a batch reads only its rows (real BraTS: ~11 GB)
     task, num_classes = data.meta["task"], data.num_classes
     device = pick_device(device_name)
     tcfg = cfg["train"]
