@@ -60,6 +60,10 @@ def _prepared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prepared", metavar="DIR", help="prepared dataset (default: data/prepared/DATASET)")
 
 
+def _latents(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+
+
 def _dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=DATASETS, help="which dataset")
 
@@ -123,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset(p)
     p.add_argument("methods", nargs="+", choices=["diffae_lr", "diffae_svm"], metavar="METHOD",
                    help="latent baselines to fit: diffae_lr, diffae_svm or both (one process reads the latents once)")
-    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+    _latents(p)
     _prepared(p)
     p.add_argument("--out", metavar="DIR", help="folder for METHOD.parquet (default: results/DATASET/predictions)")
     _common(p)
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset(p)
     p.add_argument("--variant", metavar="NAME", help="an ablation from prm.ablations (method lvdr_NAME); default: LVDR itself")
     _prepared(p)
-    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+    _latents(p)
     p.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/METHOD)")
     p.add_argument("--predictions", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prepared(p)
     p.add_argument("--trajectories", metavar="FILE", help="LVDR's trajectories (default: results/DATASET/lvdr/trajectories.npz)")
     p.add_argument("--model", metavar="FILE", help="the PRM, for the deletion test (default: results/DATASET/lvdr/model.pt)")
-    p.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+    _latents(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
     _common(p)
 
