@@ -18,7 +18,7 @@ import yaml
 from lvdr import DATASETS, __version__
 from lvdr import config as configs
 from lvdr import log as logs
-from lvdr.errors import LvdrError
+from lvdr.errors import DataError, LvdrError
 
 log = logging.getLogger("lvdr")
 
@@ -147,11 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-prm", help="stage 2: train the Progressive Refinement Module (LVDR)",
                        description="Train the PRM on the cached patch tokens with L_recon (the stage-1 decoder "
-                                   "conditioned on z_sem), L_traj and the grading loss; keep the checkpoint with the "
-                                   "best validation MAE (graded) or AUC (binary); resume after a kill. Writes OUT/model.pt, "
-                                   "OUT/curve.csv, OUT/trajectories.npz and the predictions of every sequence.")
+                                   "conditioned on z_sem), L_traj and the grading loss, under warm-up and cosine decay; "
+                                   "validate and save an EMA of the weights, kept by prm.train.select (best validation "
+                                   "MAE or AUC as in the paper, lowest validation loss, or the last); resume after a kill. "
+                                   "Writes OUT/model.pt, OUT/curve.csv, OUT/trajectories.npz and the predictions of every "
+                                   "sequence (with a `seed` column and, for binary tasks, the decision threshold).")
     _dataset(p)
     p.add_argument("--variant", metavar="NAME", help="an ablation from prm.ablations (method lvdr_NAME); default: LVDR itself")
+    p.add_argument("--seed", type=int, metavar="N", help="training seed (default: the config's seed; the pipeline trains "
+                                                          "seed, seed + 1, ... for prm.seeds runs)")
     _prepared(p)
     _latents(p)
     p.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
@@ -168,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "removing random ones (explain.deletion)? Writes OUT/summary.json and OUT/*.png.")
     _dataset(p)
     _prepared(p)
-    p.add_argument("--trajectories", metavar="FILE", help="LVDR's trajectories (default: results/DATASET/lvdr/trajectories.npz)")
-    p.add_argument("--model", metavar="FILE", help="the PRM, for the deletion test (default: results/DATASET/lvdr/model.pt)")
+    p.add_argument("--runs", nargs="+", metavar="DIR",
+                   help="trained LVDR runs, one per seed, each holding trajectories.npz and model.pt; figures show the "
+                        "first, the checks cover all (default: every results/DATASET/lvdr/seed*/)")
     _latents(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
     _common(p)
@@ -264,15 +269,17 @@ def run(args) -> None:
         from lvdr.prm.train import train as train_prm
 
         prm_cfg, method = configs.variant(cfg, args.variant)
+        seed = cfg["seed"] if args.seed is None else args.seed
         train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
-                  args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}",
-                  args.predictions or f"results/{args.dataset}/predictions/{method}.parquet", cfg["seed"], cfg["device"])
+                  args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}/seed{seed}",
+                  args.predictions or f"results/{args.dataset}/predictions/{method}/seed{seed}.parquet", seed, cfg["device"])
     elif args.command == "explain":
         from lvdr.explain import explain
 
-        explain(args.trajectories or f"results/{args.dataset}/lvdr/trajectories.npz", args.prepared or f"data/prepared/{args.dataset}",
-                args.out or f"results/{args.dataset}/explain", cfg["seed"],
-                model=args.model or f"results/{args.dataset}/lvdr/model.pt",
+        runs = args.runs or sorted(Path(f"results/{args.dataset}/lvdr").glob("seed*/"))
+        if not runs:
+            raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR runs (seed*/); run `lvdr train-prm {args.dataset}` first")
+        explain(runs, args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/explain", cfg["seed"],
                 latents=args.latents or f"results/{args.dataset}/latents", deletion=cfg["explain"]["deletion"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset

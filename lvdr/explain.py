@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr, wilcoxon  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from lvdr.data import load_prepared  # noqa: E402
 from lvdr.files import atomic_path, write_json  # noqa: E402
@@ -57,6 +58,19 @@ def evidence_correlation(trajs: list[dict], evidence: np.ndarray) -> dict:
         return {"rho": None, "p": None, "n_steps": int(ok.sum())}
     rho, p = spearmanr(sizes[ok], values[ok])
     return {"rho": float(rho), "p": float(p), "n_steps": int(ok.sum())}
+
+
+def norm_separation(trajs: list[dict]) -> dict:
+    """Does ||P_t|| tell the grades apart (paper 3.4)? Each sequence's mean ||P_t|| over its steps;
+    the per-grade means of that, their range, and its Spearman correlation with the grade."""
+    if not trajs:
+        return {"grade_means": {}, "range": None, "rho": None, "p": None}
+    grades = np.array([t["grade"] for t in trajs])
+    norms = np.array([np.linalg.norm(t["P"], axis=1).mean() for t in trajs])
+    means = {int(g): float(norms[grades == g].mean()) for g in np.unique(grades)}
+    rho, p = spearmanr(grades, norms) if len(means) > 1 else (None, None)
+    return {"grade_means": means, "range": float(np.ptp(list(means.values()))),
+            "rho": None if rho is None else float(rho), "p": None if p is None else float(p)}
 
 
 def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, repeats: int, seed: int) -> dict:
@@ -205,42 +219,57 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
-def explain(trajectories: str | Path, prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
-            model: str | Path | None = None, latents: str | Path | None = None, deletion: dict | None = None) -> dict:
-    """Figures and statistics of the trajectories; with ``model``, ``latents`` and the ``deletion`` settings
-    (config key explain.deletion) also the deletion test."""
-    out_dir = Path(out_dir)
+def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int) -> dict:
+    """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
+    step size against evidence (Spearman), the norm profile by grade, and the deletion test."""
+    checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
+    if deletion is not None and (run / "model.pt").exists():
+        checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, **deletion)
+    return checks
+
+
+def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
+            latents: str | Path | None = None, deletion: dict | None = None) -> dict:
+    """Figures of the first run's trajectories and, for every run (one per training seed), the checks
+    of ``run_checks``; with ``latents`` and the ``deletion`` settings (config key explain.deletion)
+    also the deletion test. Each run is a folder holding ``trajectories.npz`` and ``model.pt``."""
+    out_dir, runs = Path(out_dir), [Path(r) for r in runs]
     data = load_prepared(prepared_dir)
-    trajs = load_trajectories(trajectories)
     evidence = data.table.evidence.to_numpy(dtype=float)
     name = data.meta["dataset"]
-    test = [t for t in trajs if t["split"] == "test"]
-    train = [t for t in trajs if t["split"] == "train"]
-    summary = {"dataset": name, "evidence": data.meta.get("evidence"), "figures": []}
+    summary = {"dataset": name, "evidence": data.meta.get("evidence"), "figures": [], "runs": []}
+    trajs = load_trajectories(runs[0] / "trajectories.npz")
     if max(len(t["P"]) for t in trajs) < 2:
         summary["note"] = "every sequence is a single image (T = 1): there is no trajectory over depth to explain"
         write_json(out_dir / "summary.json", summary)
         return summary
-    summary["correlation"] = evidence_correlation(test, evidence)
+    test = [t for t in trajs if t["split"] == "test"]
+    train = [t for t in trajs if t["split"] == "train"]
     summary["mean_steps"] = float(np.mean([len(t["P"]) for t in test]))
     pca_figure(train, _pick(test, per_grade, seed), out_dir / "pca.png", f"{name}: reasoning trajectories (test)")
     norm_figure(test, out_dir / "norms.png", f"{name}: ||P_t|| by grade (test, mean ± sd)")
     steps_figure(_pick(test, 1, seed), data.slices, evidence, out_dir / "steps.png",
                  f"{name}: step size ||P_t - P_(t-1)|| (bars) and the slice read at step t")
     summary["figures"] = ["pca.png", "norms.png", "steps.png"]
-    if model is not None:
-        summary["deletion"] = result = deletion_test(test, model, latents, seed=seed, **deletion)
-        if result["n_sequences"]:
-            deletion_figure(result, out_dir / "deletion.png",
-                            f"{name}: deleting {deletion['fraction']:.0%} of the slices\n(probability of the predicted class)")
-            summary["figures"].append("deletion.png")
-            log.info("%s: deleting the largest steps lowers P(predicted class) by %.3f, random slices by %.3f "
-                     "(largest steps cost more in %.0f%% of %d test sequences; Wilcoxon p = %s)", name,
-                     result["drop_top"], result["drop_random"], 100 * result["top_beats_random"], result["n_sequences"],
-                     "n/a" if result["p"] is None else f"{result['p']:.2g}")
-    c = summary["correlation"]
-    if c["rho"] is not None:
-        log.info("%s: Spearman rho(step size, evidence) = %.3f (p = %.2g, %d steps of %d test sequences)",
-                 name, c["rho"], c["p"], c["n_steps"], len(test))
+    for i, run in enumerate(tqdm(runs, desc=f"{name}: checks per seed", unit="run", disable=len(runs) < 2)):
+        run_test = test if i == 0 else [t for t in load_trajectories(run / "trajectories.npz") if t["split"] == "test"]
+        checks = run_checks(run, run_test, evidence, latents, deletion, seed)
+        c, n, d = checks["correlation"], checks["norm"], checks.get("deletion")
+        log.info("%s %s: Spearman rho(step size, evidence) = %s; ||P_t|| grade means range %s (rho with grade %s)%s",
+                 name, run.name, "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p = {c['p']:.2g}, {c['n_steps']} steps)",
+                 "n/a" if n["range"] is None else f"{n['range']:.3f}", "n/a" if n["rho"] is None else f"{n['rho']:.2f}",
+                 "" if not d or not d["n_sequences"] else
+                 f"; deleting the largest steps lowers P(predicted class) by {d['drop_top']:.3f}, random slices by "
+                 f"{d['drop_random']:.3f} (Wilcoxon p = {'n/a' if d['p'] is None else format(d['p'], '.2g')})")
+        if i == 0:
+            summary.update(correlation=c, norm=n)
+            if d and d["n_sequences"]:
+                summary["deletion"] = d
+                deletion_figure(d, out_dir / "deletion.png",
+                                f"{name}: deleting {deletion['fraction']:.0%} of the slices\n(probability of the predicted class)")
+                summary["figures"].append("deletion.png")
+        if d:
+            d = {k: v for k, v in d.items() if k != "per_sequence"}
+        summary["runs"].append({**checks, **({"deletion": d} if d else {})})
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -2,7 +2,9 @@
 
 One row per sequence: ``seq_id, split, grade, label_bin, p_0..p_{C-1}, p_bin, pred``.
 Slice-level methods average class probabilities over a sequence's slices, as the paper's
-baselines do. ``p_bin`` is the probability of the positive binary class (grade > 0).
+baselines do. ``p_bin`` is the probability of the positive binary class (grade > 0). A method
+whose binary decision threshold was chosen on validation adds a ``threshold`` column; without
+one the threshold is 0.5.
 """
 
 from __future__ import annotations
@@ -30,6 +32,29 @@ def from_sequence_probs(sequences: pd.DataFrame, probs: np.ndarray) -> pd.DataFr
         out[col] = probs[:, k]
     out["p_bin"] = 1.0 - probs[:, 0]
     out["pred"] = probs.argmax(axis=1)
+    return out
+
+
+def choose_threshold(p_bin: np.ndarray, label_bin: np.ndarray) -> float:
+    """The threshold on p_bin that maximises balanced accuracy (Youden's J) on validation; among ties the
+    one nearest 0.5, and 0.5 itself when validation has a single class. A model whose probabilities are
+    shifted (every slab below 0.5, say) then still makes its decisions where its ranking separates."""
+    p, y = np.asarray(p_bin, dtype=float), np.asarray(label_bin).astype(bool)
+    if y.all() or not y.any():
+        return 0.5
+    ordered = np.unique(p)
+    candidates = np.concatenate([[0.5], (ordered[1:] + ordered[:-1]) / 2]) if len(ordered) > 1 else np.array([0.5])
+    decided = p[None, :] >= candidates[:, None]
+    youden = decided[:, y].mean(1) - decided[:, ~y].mean(1)
+    best = np.flatnonzero(np.isclose(youden, youden.max()))
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+
+
+def apply_threshold(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Binary-task predictions decided at ``threshold``: ``pred`` and the ``threshold`` column."""
+    out = predictions.copy()
+    out["pred"] = (out.p_bin >= threshold).astype(int)
+    out["threshold"] = threshold
     return out
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lvdr.errors import DataError
 from lvdr.evaluate.metrics import evaluate, point_metrics, resample_metrics
 from lvdr.predictions import aggregate_slices, from_sequence_probs
 
@@ -122,3 +123,49 @@ def test_a_collapsed_predictor_is_flagged_in_the_log_and_the_report(tmp_path, ca
     assert "demo constant predicts class 0 for every test sequence" in caplog.text and "perfect" not in caplog.text
     table = metrics_table("demo", results)
     assert table.count("predicts class 0 for every sequence") == 1
+
+
+def test_seeds_give_mean_sd_each_value_and_an_interval_over_both(tmp_path):
+    from lvdr.evaluate.run import evaluate_dataset
+    from lvdr.files import write_json
+    from lvdr.predictions import write_predictions
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    np.save(prepared / "slices.npy", np.zeros((1, 1, 2, 2), np.float16))
+    pd.DataFrame({"row": [0]}).to_parquet(prepared / "slices.parquet")
+    write_json(prepared / "prepare.json", {"task": "ordinal", "num_classes": 5})
+    grades = [0, 1, 2, 3, 4] * 4
+    perfect = ordinal_frame(grades, np.eye(5)[grades])
+    off_by_one = ordinal_frame(grades, np.eye(5)[np.minimum(np.array(grades) + 1, 4)])
+    folder = tmp_path / "predictions" / "lvdr"
+    write_predictions(folder / "seed3.parquet", perfect.assign(seed=3))
+    write_predictions(folder / "seed4.parquet", off_by_one.iloc[::-1].assign(seed=4))  # row order must not matter
+    write_predictions(tmp_path / "predictions" / "single.parquet", perfect)
+    files = [folder / "seed3.parquet", folder / "seed4.parquet", tmp_path / "predictions" / "single.parquet"]
+    results = evaluate_dataset("demo", files, prepared, tmp_path / "metrics.json", n_boot=200, seed=0)
+    lvdr, single = results["methods"]["lvdr"], results["methods"]["single"]
+    assert lvdr["n_seeds"] == 2 and lvdr["seeds"] == [3, 4] and lvdr["n_test"] == 20
+    assert lvdr["mae_ord"]["seeds"] == [0.0, pytest.approx(0.8)]
+    assert lvdr["mae_ord"]["value"] == pytest.approx(0.4) and lvdr["mae_ord"]["sd"] == pytest.approx(0.8 / 2**0.5)
+    assert lvdr["mae_ord"]["ci_low"] == 0.0 and lvdr["mae_ord"]["ci_high"] > 0.6  # both seeds' resamples
+    assert single["n_seeds"] == 1 and "sd" not in single["mae_ord"] and single["mae_ord"]["ci_high"] == 0.0
+    write_predictions(folder / "seed5.parquet", perfect)  # a second file without its seed
+    with pytest.raises(DataError, match="one distinct `seed` each"):
+        evaluate_dataset("demo", [folder / "seed3.parquet", folder / "seed5.parquet"], prepared, tmp_path / "m.json", 20, 0)
+
+
+def test_threshold_chosen_on_validation_is_used_for_f1():
+    from lvdr.predictions import apply_threshold, choose_threshold
+
+    p, y = np.array([0.40, 0.42, 0.45, 0.46, 0.48]), np.array([0, 0, 1, 1, 1])  # ranked right, all below 0.5
+    assert choose_threshold(p, y) == pytest.approx(0.435)
+    assert choose_threshold(p, np.ones(5)) == 0.5  # a single class cannot choose
+    assert choose_threshold(np.array([0.2, 0.8]), np.array([0, 1])) == 0.5  # every separating cut ties: nearest 0.5
+    sequences = pd.DataFrame({"seq_id": list("abcde"), "split": "test", "grade": y, "label_bin": y})
+    frame = from_sequence_probs(sequences, np.stack([1 - p, p], 1))
+    assert point_metrics(frame, "binary", 2)["f1_bin"] == 0.0  # at 0.5 every sequence is negative
+    decided = apply_threshold(frame, choose_threshold(p, y))
+    assert point_metrics(decided, "binary", 2)["f1_bin"] == 1.0 and decided.pred.tolist() == y.tolist()
+    weights = np.ones((1, 5))
+    assert resample_metrics(decided, "binary", 2, weights)["f1_bin"][0] == 1.0

@@ -30,6 +30,12 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     assert set(summary["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
     assert "LVDR, λ_traj = 0 (ablation)" in html and "auc_bin" in summary["brats"]["diffae_lr"]
     assert "Do the large steps mark what the model used?" in html  # the deletion test ran and is reported
+    spider = json.loads((tmp_path / "results" / "spider" / "metrics.json").read_text())["methods"]
+    assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1
+    assert "mean ± sd of 2 seeds" in html and html.count("seeds: ") >= 2 * 5
+    checks = json.loads((tmp_path / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
+    first = TINY.get("seed", 0)  # prm.seeds runs: seed, seed + 1
+    assert [r["run"] for r in checks] == [f"seed{first}", f"seed{first + 1}"] and "checked for every training seed" in html
     for ds in ("spider", "brats", "retinamnist"):
         assert (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text().strip()
     again = snakemake(tmp_path, "results/report.html", "--dry-run")

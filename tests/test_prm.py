@@ -48,6 +48,67 @@ def test_pooling_is_invariant_to_slot_order():
     torch.testing.assert_close(PRM._mean(slots, None), PRM._mean(permuted, None))
 
 
+def test_attention_computes_what_torch_multihead_attention_computes():
+    from lvdr.prm.model import Attention
+
+    torch.manual_seed(0)
+    mine, theirs = Attention(D, 4).eval(), torch.nn.MultiheadAttention(D, 4, batch_first=True).eval()
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(torch.cat([mine.q.weight, mine.kv.weight]))
+        theirs.in_proj_bias.copy_(torch.cat([mine.q.bias, mine.kv.bias]))
+        theirs.out_proj.weight.copy_(mine.out.weight)
+        theirs.out_proj.bias.copy_(mine.out.bias)
+        x, tokens = torch.randn(3, 5, D), torch.randn(3, 7, D)
+        keep = torch.rand(3, 7) > 0.3
+        keep[:, 0] = True
+        expected = theirs(x, tokens, tokens, key_padding_mask=~keep, need_weights=False)[0]
+        torch.testing.assert_close(mine(x, *mine.project_kv(tokens), keep=keep), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("update", ["gru", "layernorm", "none"])
+def test_memory_update_bounds_the_state_only_where_promised(update):
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(memory_update=update, dropout=0.0, stochastic_depth=0.0)).eval()
+    tokens, depth, mask = inputs([30, 30, 30])
+    with torch.no_grad():
+        norms = model(5 * tokens, depth, mask)["P"].norm(dim=-1)  # (B, T)
+    if update == "gru":  # bounded by the GRU's tanh range, but free to vary between steps and sequences
+        assert norms.max() <= D**0.5 and norms.std() > 0.02
+    elif update == "layernorm":  # the mean of unit-variance slots: pinned near a constant
+        assert norms.max() <= D**0.5 + 1e-3
+    else:
+        assert norms[:, -1].mean() > norms[:, 0].mean()
+
+
+def test_gru_keeps_its_memory_when_the_gate_says_so():
+    torch.manual_seed(0)
+    cfg = prm_config(dropout=0.0, stochastic_depth=0.0, gru_keep_bias=50.0)  # update gate saturated at "keep"
+    model = PRM(C, K, D, 5, cfg).eval()
+    tokens, depth, mask = inputs([6])
+    with torch.no_grad():
+        P = model(tokens, depth, mask)["P"][0]
+    torch.testing.assert_close(P, model.slots.mean(0).expand(6, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from lvdr.prm.train import lr_factor
+
+    factors = [lr_factor(step, 100, 0.1, "cosine") for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] < 0.01
+    assert lr_factor(50, 100, 0.0, "constant") == 1.0 and lr_factor(0, 100, 0.0, "cosine") == 1.0
+
+
+def test_checkpoint_selection_rules():
+    from lvdr.prm.train import improves
+
+    row = {"step": 40, "val_score": 0.5, "val_loss": 1.2}
+    assert improves("val_metric", "ordinal", row, 0.6) == (True, 0.5)  # MAE: lower is better
+    assert improves("val_metric", "binary", row, 0.6) == (False, 0.5)  # AUC: higher is better
+    assert improves("val_loss", "binary", row, 1.0) == (False, 1.2)
+    assert improves("last", "ordinal", row, 20) == (True, 40)
+
+
 def test_single_slice_sequences_run():
     torch.manual_seed(0)
     model = PRM(C, K, D, 5, prm_config())

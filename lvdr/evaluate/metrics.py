@@ -1,7 +1,8 @@
 """Binary AUC (from probabilities) and F1, ordinal MAE and macro F1, balanced accuracy, each with
 a bootstrap 95% interval over test sequences.
 
-Binary metrics use ``label_bin`` and ``p_bin`` (AUC) or ``p_bin >= 0.5`` (F1). Ordinal metrics
+Binary metrics use ``label_bin`` and ``p_bin`` (AUC) or ``p_bin >= threshold`` (F1; the threshold
+column the method stored, chosen on validation, else 0.5). Ordinal metrics
 use ``grade`` and ``pred``; for binary tasks they are not defined (None). Balanced accuracy
 compares ``pred`` with ``grade``: over the grades for graded tasks, over the two classes for
 binary ones.
@@ -18,12 +19,17 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord", "balanced_acc")
 
 
+def threshold_of(frame: pd.DataFrame) -> np.ndarray | float:
+    """The binary decision threshold of each row: the stored ``threshold`` column, else 0.5."""
+    return frame.threshold.to_numpy(dtype=float) if "threshold" in frame.columns else 0.5
+
+
 def point_metrics(frame: pd.DataFrame, task: str, num_classes: int) -> dict[str, float | None]:
     y_bin, p_bin = frame.label_bin.to_numpy(), frame.p_bin.to_numpy()
     grade, pred = frame.grade.to_numpy(), frame.pred.to_numpy()
     out: dict[str, float | None] = {
         "auc_bin": float(roc_auc_score(y_bin, p_bin)) if len(np.unique(y_bin)) == 2 else math.nan,
-        "f1_bin": float(f1_score(y_bin, (p_bin >= 0.5).astype(int), zero_division=0)),
+        "f1_bin": float(f1_score(y_bin, (p_bin >= threshold_of(frame)).astype(int), zero_division=0)),
         "mae_ord": None,
         "f1_ord": None,
         "balanced_acc": float(balanced_accuracy_score(grade, pred)),
@@ -58,7 +64,7 @@ def resample_metrics(frame: pd.DataFrame, task: str, num_classes: int, weights: 
         pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
         w_pos, w_neg = w[:, y_bin], w[:, ~y_bin]
         auc = np.einsum("bi,ij,bj->b", w_pos, pairs, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
-        out = {"auc_bin": auc, "f1_bin": _f1(w, y_bin, p_bin >= 0.5), "mae_ord": None, "f1_ord": None}
+        out = {"auc_bin": auc, "f1_bin": _f1(w, y_bin, p_bin >= threshold_of(frame)), "mae_ord": None, "f1_ord": None}
         classes = np.union1d(grade, pred) if task == "binary" else np.arange(num_classes)
         hits = np.stack([w @ ((grade == c) & (pred == c)) for c in classes], 1)
         support = np.stack([w @ (grade == c) for c in classes], 1)
@@ -78,21 +84,37 @@ def _f1(w: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 
 def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed: int) -> dict:
-    """Point value and bootstrap 95% interval of each metric over the test sequences in ``frame``."""
-    point = point_metrics(frame, task, num_classes)
+    """Point value and bootstrap 95% interval of each metric over the test sequences in ``frame``.
+
+    A frame with a ``seed`` column holds one model per seed (every seed predicting every test
+    sequence). Then the value is the mean over seeds, ``sd`` their standard deviation, ``seeds``
+    each seed's value, and each bootstrap resample draws a seed as well as the test sequences, so
+    the interval reflects both the test sample and the training seed.
+    """
+    runs = [group for _, group in frame.groupby("seed", sort=True)] if "seed" in frame.columns else [frame]
+    order = runs[0].seq_id.to_numpy()
+    runs = [run.set_index("seq_id").loc[order].reset_index() for run in runs]  # same sequence order in every seed
+    points = [point_metrics(run, task, num_classes) for run in runs]
     rng = np.random.default_rng(seed)
-    n = len(frame)
+    n = len(order)
     samples = rng.integers(0, n, (n_boot, n))
     weights = np.zeros((n_boot, n))
     np.add.at(weights, (np.arange(n_boot)[:, None], samples), 1.0)
-    draws = resample_metrics(frame, task, num_classes, weights)
+    draws = [resample_metrics(run, task, num_classes, weights) for run in runs]
+    chosen = rng.integers(0, len(runs), n_boot)  # the seed behind each resample
     result = {}
     for key in METRICS:
-        value = point[key]
-        valid = draws[key][~np.isnan(draws[key])] if draws[key] is not None else np.empty(0)
-        if value is None or math.isnan(value) or not valid.size:
-            result[key] = {"value": None if value is None or math.isnan(value) else value, "ci_low": None, "ci_high": None}
+        values = [p[key] for p in points]
+        if any(v is None or math.isnan(v) for v in values):
+            result[key] = {"value": None, "ci_low": None, "ci_high": None}
             continue
-        low, high = np.percentile(valid, [2.5, 97.5])
-        result[key] = {"value": value, "ci_low": float(low), "ci_high": float(high)}
+        mixed = np.stack([d[key] for d in draws])[chosen, np.arange(n_boot)]
+        valid = mixed[~np.isnan(mixed)]
+        low, high = np.percentile(valid, [2.5, 97.5]) if valid.size else (None, None)
+        result[key] = {"value": float(np.mean(values)), "ci_low": None if low is None else float(low),
+                       "ci_high": None if high is None else float(high)}
+        if len(runs) > 1:
+            result[key].update(sd=float(np.std(values, ddof=1)), seeds=[float(v) for v in values])
+    if len(runs) > 1:
+        result["seeds"] = [int(run.seed.iloc[0]) for run in runs]
     return result

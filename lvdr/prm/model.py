@@ -3,15 +3,21 @@
 S learnable slots form a memory M_0 shared by all sequences. At each step t the memory reads
 slice t's 8 x 8 patch tokens (projected to d, plus a learned patch-position and a sinusoidal
 depth embedding) through a stack of blocks (cross-attention slots -> tokens, self-attention
-among slots, FFN), the same parameters at every t, then a LayerNorm of the memory. P_t = mean
-of the slots is the reasoning trajectory. (Without that LayerNorm the residual updates pile up:
-||P_t|| grows linearly with t and every step has about the same size whatever the slice shows,
-so the trajectory cannot point at the slices that carried the evidence.) Attention pooling with Q learned queries (Set Transformer's PMA) over M_t,
-concatenation and a linear map give z~_t; z_t = W LN(z~_t) + b. After the last slice,
-z_sem = z_T predicts the grade and conditions the diffusion decoder.
+among slots, FFN), the same parameters at every t. The blocks propose a new memory; a GRU
+decides, per slot and channel, how much of it to take (Slot Attention's update, Locatello et
+al. 2020): M_t = GRU(LN(proposal), M_{t-1}). P_t = mean of the slots is the reasoning trajectory.
 
-Padded steps (t beyond a sequence's length) leave its memory unchanged, so a sequence's
-result does not depend on what it is batched with.
+Why the GRU: with plain residual updates the memory piles up (||P_t|| grows with t and every
+step has about the same size, whatever the slice shows); a LayerNorm after each step bounds it
+but pins every slot's norm near sqrt(d), so the norm profile carries nothing. The GRU's state is
+a gated mix of its previous value and a tanh proposal: bounded, yet free to move little on a
+slice without evidence and far on one with it. ``memory_update: layernorm`` (or ``none``) keeps
+the alternatives one switch away.
+
+Attention pooling with Q learned queries (Set Transformer's PMA) over M_t, concatenation and a
+linear map give z~_t; z_t = W LN(z~_t) + b. After the last slice, z_sem = z_T predicts the grade
+and conditions the diffusion decoder. Padded steps (t beyond a sequence's length) leave its
+memory unchanged, so a sequence's result does not depend on what it is batched with.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -45,25 +52,53 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
+class Attention(nn.Module):
+    """Multi-head attention on torch's fused scaled_dot_product_attention.
+
+    Keys and values are projected by ``project_kv`` apart from the queries, so the PRM projects
+    every slice's tokens once, for all steps together, instead of once per step.
+    """
+
+    def __init__(self, d: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q, self.kv, self.out = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., N, d) -> keys and values, each (..., heads, N, d / heads)."""
+        kv = self.kv(x).unflatten(-1, (2, self.heads, -1)).movedim(-3, 0).transpose(-3, -2)
+        return kv[0], kv[1]
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None):
+        """x (B, S, d) attends to k, v; ``keep`` (B, N) is False at keys to ignore."""
+        q = self.q(x).unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+        mask = None if keep is None else keep[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(out.transpose(-3, -2).flatten(-2))
+
+
 class RefinementBlock(nn.Module):
     """Cross-attention (slots attend to tokens), self-attention among slots, FFN; pre-norm residuals."""
 
     def __init__(self, d: int, heads: int, dropout: float, drop_path: float, ffn_mult: int = 4):
         super().__init__()
         self.norm_q, self.norm_kv = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.cross = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross = Attention(d, heads, dropout)
         self.norm_self = nn.LayerNorm(d)
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(d, heads, dropout)
         self.norm_ffn = nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * d, d),
                                  nn.Dropout(dropout))
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, slots, tokens):
-        kv = self.norm_kv(tokens)
-        slots = slots + self.drop_path(self.cross(self.norm_q(slots), kv, kv, need_weights=False)[0])
+    def read(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention keys and values of tokens (B, T, K, d), every step at once."""
+        return self.cross.project_kv(self.norm_kv(tokens))
+
+    def forward(self, slots, k, v):
+        slots = slots + self.drop_path(self.cross(self.norm_q(slots), k, v))
         q = self.norm_self(slots)
-        slots = slots + self.drop_path(self.self_attn(q, q, q, need_weights=False)[0])
+        slots = slots + self.drop_path(self.self_attn(q, *self.self_attn.project_kv(q)))
         return slots + self.drop_path(self.ffn(self.norm_ffn(slots)))
 
 
@@ -74,14 +109,13 @@ class AttentionPool(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(queries, d) * d**-0.5)
         self.norm = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.attn = Attention(d, heads)
         self.merge = nn.Linear(queries * d, d)
         self.calibrate = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
 
-    def forward(self, slots, slot_mask=None):
-        kv = self.norm(slots)
+    def forward(self, slots, keep=None):
         q = self.queries.expand(slots.shape[0], -1, -1)
-        pooled = self.attn(q, kv, kv, key_padding_mask=slot_mask, need_weights=False)[0]
+        pooled = self.attn(q, *self.attn.project_kv(self.norm(slots)), keep=keep)
         return self.calibrate(self.merge(pooled.flatten(1)))
 
 
@@ -94,15 +128,29 @@ class PRM(nn.Module):
         self.slots = nn.Parameter(torch.randn(cfg["slots"], d) * d**-0.5)
         depth_rates = torch.linspace(0, cfg["stochastic_depth"], cfg["blocks"]).tolist()
         self.blocks = nn.ModuleList(RefinementBlock(d, cfg["heads"], cfg["dropout"], p) for p in depth_rates)
-        self.memory_norm = nn.LayerNorm(d)
+        self.memory_update = cfg["memory_update"]
+        if self.memory_update == "gru":
+            self.update_norm = nn.LayerNorm(d)  # a proposal of any scale would saturate the gates, and a saturated gate never learns
+            self.update = nn.GRUCell(d, d)
+            with torch.no_grad():  # update gate biased to keep the memory (z = 0.73 at 1), else evidence fades within steps
+                self.update.bias_ih[d:2 * d] += cfg["gru_keep_bias"]
+        elif self.memory_update == "layernorm":
+            self.update = nn.LayerNorm(d)
         self.pool = AttentionPool(d, cfg["queries"], cfg["heads"])
         self.head = nn.Linear(d, num_classes)
         self.slot_dropout = cfg["slot_dropout"]
 
-    def step(self, memory, tokens):
-        for block in self.blocks:
-            memory = block(memory, tokens)
-        return self.memory_norm(memory)  # keeps the recurrent memory from drifting in norm step after step
+    def step(self, memory, reads):
+        """M_t from M_{t-1} and slice t's keys and values (one (k, v) per block)."""
+        proposal = memory
+        for block, (k, v) in zip(self.blocks, reads):
+            proposal = block(proposal, k, v)
+        if self.memory_update == "gru":  # gated: a slice that changes nothing can leave the memory where it is
+            b, s, d = memory.shape
+            return self.update(self.update_norm(proposal).reshape(b * s, d), memory.reshape(b * s, d)).view(b, s, d)
+        if self.memory_update == "layernorm":
+            return self.update(proposal)
+        return proposal
 
     def forward(self, tokens, depth, mask, latents: bool = False):
         """tokens (B, T, K, c), depth (B, T) slice positions, mask (B, T) True at real slices.
@@ -112,28 +160,30 @@ class PRM(nn.Module):
         """
         b, t_max = tokens.shape[:2]
         x = self.embed(tokens) + self.patch_pos + sinusoidal(depth, self.d)[:, :, None, :]
+        # per block, keys and values (B, heads, K, d/heads) of every step, projected together; unbind
+        # (not indexing) so the backward pass stacks the step gradients instead of zero-filling per step
+        reads = [tuple(zip(*(kv.unbind(1) for kv in block.read(x)))) for block in self.blocks]
         memory = self.slots.expand(b, -1, -1)
-        slot_mask = None
+        keep = None
         if self.training and self.slot_dropout > 0:  # drop whole slots from the read-out (never all of them)
-            slot_mask = torch.rand(b, memory.shape[1], device=memory.device) < self.slot_dropout
-            slot_mask[:, 0] = False
+            keep = torch.rand(b, memory.shape[1], device=memory.device) >= self.slot_dropout
+            keep[:, 0] = True
         states, step_latents = [], []
         for t in range(t_max):
-            updated = self.step(memory, x[:, t])
-            valid = mask[:, t][:, None, None]
-            memory = torch.where(valid, updated, memory)
-            states.append(self._mean(memory, slot_mask))
+            updated = self.step(memory, [steps[t] for steps in reads])
+            memory = torch.where(mask[:, t][:, None, None], updated, memory)
+            states.append(self._mean(memory, keep))
             if latents:
-                step_latents.append(self.pool(memory, slot_mask))
-        z_sem = step_latents[-1] if latents else self.pool(memory, slot_mask)
+                step_latents.append(self.pool(memory, keep))
+        z_sem = step_latents[-1] if latents else self.pool(memory, keep)
         out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1)}
         if latents:
             out["z"] = torch.stack(step_latents, 1)
         return out
 
     @staticmethod
-    def _mean(memory, slot_mask):
-        if slot_mask is None:
+    def _mean(memory, keep):
+        if keep is None:
             return memory.mean(1)
-        keep = (~slot_mask).float()[..., None]
-        return (memory * keep).sum(1) / keep.sum(1)
+        weights = keep.to(memory.dtype)[..., None]
+        return (memory * weights).sum(1) / weights.sum(1)

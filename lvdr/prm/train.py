@@ -3,8 +3,12 @@
 L = L_recon + l_traj L_traj + l_ord L_ord + l_cls L_cls, where L_recon is the stage-1 decoder's
 noise-prediction loss conditioned on z_sem at K random slices of the sequence, L_traj the mean
 cosine distance of P_t to P_T, L_ord the ordinal loss (graded datasets) and L_cls binary CE or
-focal loss (binary datasets). A fixed number of steps; the checkpoint with the best validation
-MAE (graded) or AUC (binary) is kept; a killed run resumes from its last checkpoint.
+focal loss (binary datasets), class-weighted by default. A fixed number of steps under AdamW with
+a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The
+kept checkpoint is the best on validation MAE (graded) or AUC (binary) as in the paper, the
+lowest validation loss, or the last (``prm.train.select``); a killed run resumes from its last checkpoint.
+For binary tasks the decision threshold on p_bin is chosen on validation (``prm.binary_threshold``)
+and stored with the model and in the predictions.
 Writes ``model.pt``, ``curve.csv``, the predictions and ``trajectories.npz`` (every sequence's
 P_t, z_t and the slice each step consumed; ragged arrays concatenated with offsets).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +33,10 @@ from lvdr.diffae.train import load_model
 from lvdr.errors import ConfigError, DataError
 from lvdr.evaluate.metrics import selection_score
 from lvdr.files import atomic_path
-from lvdr.losses import focal_loss, ordinal_loss
-from lvdr.predictions import from_sequence_probs, write_predictions
+from lvdr.losses import class_weights, focal_loss, ordinal_loss
+from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import (Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+from lvdr.training import (EMA, Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
                            write_curve)
 
 log = logging.getLogger(__name__)
@@ -104,18 +109,51 @@ def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndar
     return F.mse_loss(prediction.float(), noise)
 
 
-def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon) -> dict:
-    terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask)}
-    logits = out["logits"].float()
+def grading_loss(cfg: dict, task: str, logits: torch.Tensor, labels: torch.Tensor, weight=None) -> torch.Tensor:
+    """L_ord (graded datasets) or L_cls (binary: cross-entropy or focal loss), optionally class-weighted."""
     if task == "ordinal":
-        terms["ord"] = ordinal_loss(logits, labels, cfg["ordinal_alpha"])
-    elif cfg["binary_loss"] == "focal":
-        terms["cls"] = focal_loss(logits, labels, cfg["focal_gamma"])
-    else:
-        terms["cls"] = F.cross_entropy(logits, labels)
+        return ordinal_loss(logits, labels, cfg["ordinal_alpha"], weight)
+    if cfg["binary_loss"] == "focal":
+        return focal_loss(logits, labels, cfg["focal_gamma"], weight)
+    return F.cross_entropy(logits, labels, weight=weight)
+
+
+def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon, weight=None) -> dict:
+    terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask),
+             "ord" if task == "ordinal" else "cls": grading_loss(cfg, task, out["logits"].float(), labels, weight)}
     weights = {"recon": cfg["lambda_recon"], "traj": cfg["lambda_traj"], "ord": cfg["lambda_ord"], "cls": cfg["lambda_cls"]}
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float, schedule: str) -> float:
+    """Linear warm-up over the first steps, then constant or cosine decay towards 0 at ``total``."""
+    warmup = round(warmup_fraction * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def validate(model: PRM, cfg: dict, task: str, seqs: list[Sequence], tokens, device) -> dict:
+    """Validation MAE (graded) or AUC (binary), and the unweighted grading loss, of ``model``."""
+    results = run_sequences(model, seqs, tokens, device, latents=False)
+    probs = torch.as_tensor(np.stack([r["probs"] for r in results]))
+    labels = torch.as_tensor([s.grade for s in seqs])
+    loss = grading_loss(cfg, task, probs.clamp_min(1e-7).log(), labels).item()  # log-probabilities act as logits
+    return {"val_score": selection_score(predictions_of(seqs, results), task), "val_loss": loss}
+
+
+def improves(select: str, task: str, row: dict, best: float | None) -> tuple[bool, float]:
+    """Is this validation the best so far under ``select``? Returns (better, its criterion value)."""
+    if select == "last":
+        return True, row["step"]
+    if select == "val_loss":
+        value, lower = row["val_loss"], True
+    else:
+        value, lower = row["val_score"], task == "ordinal"
+    return best is None or (value < best if lower else value > best), value
 
 
 @torch.no_grad()
@@ -167,23 +205,30 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     scheduler = DDPMScheduler(num_train_timesteps=diffae_cfg["timesteps"], schedule=diffae_cfg["beta_schedule"])
     torch.manual_seed(seed)
     model = PRM(tokens.shape[2], tokens.shape[1], d, num_classes, cfg).to(device)
+    ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 else None
+    evaluated = ema.model if ema else model  # the weights that are validated, selected and saved
     params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
     optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
-    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "train": {**tcfg, "steps": None}, "seed": seed,
-                                                                    "tokens": tokens.shape, "model": model_signature(model)}))
+    weight = class_weights([s.grade for s in train_seqs], num_classes).to(device) if cfg["class_weights"] else None
+    checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "tokens": tokens.shape,
+                                                                    "model": model_signature(model)}))
     state = checkpoints.load() or {"step": 0, "curve": [], "best": None, "best_step": 0, "best_model": None}
     if state["step"]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema:
+            ema.load_state_dict(state["ema"])
         if cfg["finetune_decoder"]:
             decoder.load_state_dict(state["decoder"])
-    better = (lambda a, b: a < b) if task == "ordinal" else (lambda a, b: a > b)
-    log.info("PRM: %.2fM parameters, d %d, %d train / %d val sequences (T <= %d), %s task, %d steps on %s",
-             sum(p.numel() for p in model.parameters()) / 1e6, d, len(train_seqs), len(val_seqs), cfg["t_max"], task,
-             tcfg["steps"], device)
+    log.info("PRM: %.2fM parameters, d %d, %d train / %d val sequences (T <= %d), %s task, %d steps on %s; "
+             "checkpoint by %s", sum(p.numel() for p in model.parameters()) / 1e6, d, len(train_seqs), len(val_seqs),
+             cfg["t_max"], task, tcfg["steps"], device, tcfg["select"])
     bar = tqdm(total=tcfg["steps"], initial=state["step"], desc="train prm", unit="step", mininterval=1.0)
     while state["step"] < tcfg["steps"]:
         seed_step(seed, state["step"])
+        lr = tcfg["lr"] * lr_factor(state["step"], tcfg["steps"], tcfg["warmup_fraction"], tcfg["schedule"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]
         x, depth, mask = collate(batch, tokens, device)
         labels = torch.as_tensor([s.grade for s in batch], device=device)
@@ -192,37 +237,50 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
             out = model(x, depth, mask)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
-            terms = losses(cfg, task, out, labels, mask, recon)
+            terms = losses(cfg, task, out, labels, mask, recon, weight)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
         optimizer.step()
+        if ema:
+            ema.update(model)
         state["step"] += 1
-        row = {"step": state["step"], "loss": terms["total"].item(), **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
+        row = {"step": state["step"], "lr": lr, "loss": terms["total"].item(),
+               **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
         if state["step"] % tcfg["eval_every"] == 0 or state["step"] == tcfg["steps"]:
-            score = selection_score(predictions_of(val_seqs, run_sequences(model, val_seqs, tokens, device, latents=False)), task)
-            row["val_score"] = score
-            if state["best"] is None or better(score, state["best"]):
-                state.update(best=score, best_step=state["step"], best_model=copy.deepcopy(model.state_dict()))
+            row.update(validate(evaluated, cfg, task, val_seqs, tokens, device))
+            better, value = improves(tcfg["select"], task, row, state["best"])
+            if better:
+                state.update(best=value, best_step=state["step"], best_model=copy.deepcopy(evaluated.state_dict()))
                 if cfg["finetune_decoder"]:
                     state["best_decoder"] = copy.deepcopy(decoder.state_dict())
-            bar.set_postfix(val=f"{score:.3f}", best=state["best_step"])
+            bar.set_postfix(val=f"{row['val_score']:.3f}", loss=f"{row['val_loss']:.3f}", best=state["best_step"])
             state["curve"].append(row)
             extra = {"decoder": decoder.state_dict()} if cfg["finetune_decoder"] else {}
+            if ema:
+                extra["ema"] = ema.state_dict()
             checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra})
         else:
             state["curve"].append(row)
         bar.update(1)
     bar.close()
-    log.info("PRM trained to step %d; best validation %s %.4f at step %d", state["step"],
-             "MAE" if task == "ordinal" else "AUC", state["best"], state["best_step"])
+    chosen = next(r for r in state["curve"] if r["step"] == state["best_step"])
+    log.info("PRM trained to step %d; kept step %d (%s): validation %s %.4f, loss %.4f", state["step"], state["best_step"],
+             tcfg["select"], "MAE" if task == "ordinal" else "AUC", chosen["val_score"], chosen["val_loss"])
     model.load_state_dict(state["best_model"])
+    results = run_sequences(model, seqs, tokens, device)
+    predictions = predictions_of(seqs, results).assign(seed=seed)
+    threshold = None
+    if task == "binary" and cfg["binary_threshold"] == "validation":
+        val = predictions[predictions.split == "val"]
+        threshold = choose_threshold(val.p_bin.to_numpy(), val.label_bin.to_numpy())
+        predictions = apply_threshold(predictions, threshold)
+        log.info("binary decision threshold %.3f, chosen on %d validation sequences", threshold, len(val))
     write_curve(out_dir / "curve.csv", state["curve"])
     save_torch({"config": cfg, "state_dict": model.state_dict(), "best_step": state["best_step"], "d": d,
-                "token_shape": tokens.shape[1:], "num_classes": num_classes,
+                "token_shape": tokens.shape[1:], "num_classes": num_classes, "threshold": threshold,
                 "decoder": state.get("best_decoder")}, out_dir / "model.pt")
-    results = run_sequences(model, seqs, tokens, device)
-    write_predictions(predictions_path, predictions_of(seqs, results))
+    write_predictions(predictions_path, predictions)
     write_trajectories(out_dir / "trajectories.npz", seqs, results)
     return out_dir / "model.pt"
 

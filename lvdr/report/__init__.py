@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import html
 import logging
 from pathlib import Path
 
@@ -52,17 +53,22 @@ def metrics_table(name: str, metrics: dict | None) -> str:
         cells = []
         for key in METRICS:
             v = values[key]
-            cells.append(_fmt(v["value"]) + (f" [{_fmt(v['ci_low'], 2)}, {_fmt(v['ci_high'], 2)}]" if v["ci_low"] is not None else ""))
-        source = f"measured (n={values['n_test']} test sequences)"
-        if len(values.get("predicted_classes", [])) == 1:  # a collapsed model: say so beside its numbers
-            source += f"; ⚠ predicts class {values['predicted_classes'][0]} for every sequence"
-        rows.append([f"{METHOD_NAMES.get(method, method)}", source, *cells])
+            cell = _fmt(v["value"]) + (f" ± {_fmt(v['sd'])}" if "sd" in v else "")
+            cell += f" [{_fmt(v['ci_low'], 2)}, {_fmt(v['ci_high'], 2)}]" if v["ci_low"] is not None else ""
+            if "seeds" in v:
+                cell += "<br><small>seeds: " + ", ".join(_fmt(x) for x in v["seeds"]) + "</small>"
+            cells.append(cell)
+        seeds = values.get("n_seeds", 1)
+        source = f"measured (n={values['n_test']} test sequences" + (f"; mean ± sd of {seeds} seeds)" if seeds > 1 else ")")
+        for run_seed, cls in values.get("collapsed", []):  # a collapsed model: say so beside its numbers
+            source += f"; ⚠ {'' if run_seed is None or seeds == 1 else f'seed {run_seed} '}predicts class {cls} for every sequence"
+        rows.append([html.escape(METHOD_NAMES.get(method, method)), html.escape(source), *cells])
     for paper in paper_rows(name):
-        rows.append([paper["name"], paper["source"], *[_fmt(paper[k], 2) if paper[k] is not None else "—" for k in COLUMNS], "—"])
+        rows.append([html.escape(paper["name"]), html.escape(paper["source"]), *[_fmt(paper[k], 2) if paper[k] is not None else "—" for k in COLUMNS], "—"])
     if not rows:
         return ""
     frame = pd.DataFrame(rows, columns=["method", "source", *columns])
-    return frame.to_html(index=False, classes="counts metrics", border=0)
+    return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
 
 
 def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
@@ -82,18 +88,19 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
-        **model_figures(name, results / name),
+        **model_figures(name, results / name, cfg["seed"]),
     }
 
 
 CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet121 (class-weighted loss)",
-          "lvdr": "LVDR's PRM (total loss, eq. 4)"}
+          "lvdr/seed{seed}": "LVDR's PRM (total loss, eq. 4; first seed)"}
 
 
-def model_figures(name: str, folder: Path) -> dict:
+def model_figures(name: str, folder: Path, seed: int) -> dict:
     """Training curves, DiffAE reconstructions and the metric table, for whatever stages have run."""
     out = {"curves": [], "recon": None, "metrics": None}
     for model, label in CURVES.items():
+        model = model.format(seed=seed)
         if (folder / model / "curve.csv").exists():
             out["curves"].append((label, figures.training_curve(pd.read_csv(folder / model / "curve.csv"), f"{name}: {label}")))
     if (folder / "diffae" / "reconstructions.npz").exists():

@@ -2,7 +2,7 @@ rule evaluate:
     output:
         "results/{ds}/metrics.json",
     input:
-        predictions=lambda w: expand("results/{ds}/predictions/{method}.parquet", ds=w.ds, method=methods(w.ds)),
+        predictions=lambda w: prediction_files(w.ds),
         meta="data/prepared/{ds}/prepare.json",
         code=code("evaluate/metrics.py", "evaluate/run.py"),
     params:

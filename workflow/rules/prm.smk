@@ -1,9 +1,9 @@
 rule train_prm:
     output:
-        model="results/{ds}/{method}/model.pt",
-        curve="results/{ds}/{method}/curve.csv",
-        trajectories="results/{ds}/{method}/trajectories.npz",
-        predictions="results/{ds}/predictions/{method}.parquet",
+        model="results/{ds}/{method}/seed{seed}/model.pt",
+        curve="results/{ds}/{method}/seed{seed}/curve.csv",
+        trajectories="results/{ds}/{method}/seed{seed}/trajectories.npz",
+        predictions="results/{ds}/predictions/{method}/seed{seed}.parquet",
     input:
         rules.prepare.output,
         tokens=rules.cache.output.tokens,
@@ -11,12 +11,13 @@ rule train_prm:
         code=code("prm/model.py", "prm/train.py", "losses.py", "training.py"),
     wildcard_constraints:
         method=r"lvdr(_\w+)?",
+        seed=r"\d+",
     params:
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
         config=CONFIG_ARGS,
     log:
-        "logs/train_prm/{ds}_{method}.log",
+        "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
@@ -25,9 +26,9 @@ rule train_prm:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-prm {wildcards.ds} {params.config} {params.variant} "
+        "python -m lvdr train-prm {wildcards.ds} {params.config} {params.variant} --seed {wildcards.seed} "
         "--prepared data/prepared/{wildcards.ds} --latents results/{wildcards.ds}/latents --diffae {input.diffae} "
-        "--out results/{wildcards.ds}/{wildcards.method} --predictions {output.predictions} --threads {threads} --log {log}"
+        "--out results/{wildcards.ds}/{wildcards.method}/seed{wildcards.seed} --predictions {output.predictions} --threads {threads} --log {log}"
 
 
 rule explain:
@@ -35,12 +36,12 @@ rule explain:
         "results/{ds}/explain/summary.json",
     input:
         rules.prepare.output,
-        trajectories="results/{ds}/lvdr/trajectories.npz",
-        model="results/{ds}/lvdr/model.pt",
+        runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),
         tokens=rules.cache.output.tokens,
         code=code("explain.py"),
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
+        runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
         config=CONFIG_ARGS,
     log:
         "logs/explain/{ds}.log",
@@ -52,5 +53,5 @@ rule explain:
         "../../environment.yml"
     shell:
         "python -m lvdr explain {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
-        "--trajectories {input.trajectories} --model {input.model} --latents results/{wildcards.ds}/latents "
+        "--runs {params.runs} --latents results/{wildcards.ds}/latents "
         "--out results/{wildcards.ds}/explain --log {log}"

@@ -1,0 +1,118 @@
+"""The PRM's spread over seeds: train LVDR once per seed on the existing stage-1 caches, then print
+each seed's test metrics, the step its checkpoint came from, and the explanation checks
+(step size against evidence, the deletion test, how far apart the grades' ||P_t|| profiles are).
+
+Needs `data/prepared/<ds>` and `results/<ds>/latents` (for example from
+`snakemake --cores 2 results/spider/latents/tokens.npy`). Runs go to a scratch folder, so
+your results/ are left alone; --jobs runs that many seeds side by side on one thread each.
+
+    python bench/prm_seeds.py                                  # spider and brats, seeds 0-4
+    python bench/prm_seeds.py --datasets spider --seeds 0 1 2 --set prm.train.steps=300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def override(cfg: dict, assignment: str) -> None:
+    """Apply 'a.b.c=VALUE' (VALUE parsed as JSON where it can be) to a nested config."""
+    key, _, value = assignment.partition("=")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = parsed
+
+
+def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], scratch: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from lvdr import config as configs
+    from lvdr.data import load_prepared
+    from lvdr.evaluate.metrics import point_metrics
+    from lvdr.explain import deletion_test, evidence_correlation, load_trajectories, norm_separation
+    from lvdr.predictions import read_predictions
+    from lvdr.prm.train import train
+
+    raw = {}
+    for path in config_files:
+        raw = configs.merge(raw, __import__("yaml").safe_load(Path(path).read_text()) or {})
+    for assignment in sets:
+        override(raw, assignment)
+    cfg = configs.validate(raw)
+    out = Path(scratch) / dataset / f"seed{seed}"
+    prepared = REPO / "data" / "prepared" / dataset
+    latents = REPO / "results" / dataset / "latents"
+    start = time.perf_counter()
+    train(cfg["prm"], prepared, latents, REPO / "results" / dataset / "diffae" / "model.pt", out, out / "predictions.parquet",
+          seed, "cpu")
+    seconds = time.perf_counter() - start
+    data = load_prepared(prepared)
+    frame = read_predictions(out / "predictions.parquet")
+    test = frame[frame.split == "test"]
+    metrics = point_metrics(test, data.meta["task"], data.num_classes)
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    trajs = [t for t in load_trajectories(out / "trajectories.npz") if t["split"] == "test"]
+    evidence = data.table.evidence.to_numpy(dtype=float)
+    corr = evidence_correlation(trajs, evidence)
+    deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed)
+    return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
+            "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],
+            "rho": corr["rho"], "rho_p": corr["p"], "del_top": deletion["drop_top"], "del_random": deletion["drop_random"],
+            "del_p": deletion["p"], "norm": norm_separation(trajs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["spider", "brats"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--config", action="append", default=None, help="config file(s) (default config/config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side (one thread each)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
+    parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
+    args = parser.parse_args()
+    configs = args.config or [str(REPO / "config" / "config.yaml")]
+    scratch = args.keep or tempfile.mkdtemp(prefix="prm_seeds_")
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_one, ds, seed, configs, args.set, scratch) for ds in args.datasets for seed in args.seeds]
+        rows = [f.result() for f in futures]
+    print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
+          f"{'del top':>8} {'del rnd':>8} {'del p':>7} {'norm rng':>8} {'n rho':>6}")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        print(f"{r['dataset']:8} {r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} {fmt(r['auc'], '6.3f')} "
+              f"{fmt(r['f1'], '6.3f')} {fmt(r['mae'], '6.3f')} {fmt(r['rho'], '7.3f')} {fmt(r['rho_p'], '8.1e')} "
+              f"{fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
+    for ds in args.datasets:
+        mine = [r for r in rows if r["dataset"] == ds]
+        for key in ("auc", "f1", "mae"):
+            values = [r[key] for r in mine if r[key] is not None]
+            if values:
+                print(f"{ds} {key}: mean {np.mean(values):.3f} sd {np.std(values, ddof=1) if len(values) > 1 else 0:.3f} "
+                      f"(min {min(values):.3f}, max {max(values):.3f})")
+    print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
