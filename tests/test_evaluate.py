@@ -169,3 +169,19 @@ def test_threshold_chosen_on_validation_is_used_for_f1():
     assert point_metrics(decided, "binary", 2)["f1_bin"] == 1.0 and decided.pred.tolist() == y.tolist()
     weights = np.ones((1, 5))
     assert resample_metrics(decided, "binary", 2, weights)["f1_bin"][0] == 1.0
+
+
+def test_report_says_plainly_when_an_ablation_beats_lvdr():
+    from lvdr.report import ablation_verdicts
+
+    def metric(value, sd=None):
+        return {"value": value, "ci_low": None, "ci_high": None, **({"sd": sd} if sd is not None else {})}
+
+    methods = {"lvdr": {"mae_ord": metric(0.40, 0.02)}, "lvdr_no_traj": {"mae_ord": metric(0.30, 0.03)},
+               "diffae_lr": {"mae_ord": metric(0.1)}}
+    [sentence] = ablation_verdicts("ordinal", methods)
+    assert "does better than LVDR" in sentence and "does not help here" in sentence
+    methods["lvdr_no_traj"]["mae_ord"] = metric(0.41, 0.05)
+    assert "LVDR does better than" in ablation_verdicts("ordinal", methods)[0] and "within the seeds' spread" in \
+        ablation_verdicts("ordinal", methods)[0]
+    assert ablation_verdicts("binary", {"lvdr": {"auc_bin": metric(0.9)}}) == []

@@ -71,6 +71,30 @@ def metrics_table(name: str, metrics: dict | None) -> str:
     return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
 
 
+def ablation_verdicts(task: str, methods: dict) -> list[str]:
+    """One plain sentence per LVDR ablation: does it beat LVDR on the task's main metric, and is the
+    difference larger than the seeds' spread? The report must not leave a reader to find that out."""
+    key, lower, label = ("mae_ord", True, "MAE") if task == "ordinal" else ("auc_bin", False, "AUC")
+    base = methods.get("lvdr", {}).get(key, {})
+    sentences = []
+    for method, values in methods.items():
+        mine = values.get(key, {})
+        if not method.startswith("lvdr_") or base.get("value") is None or mine.get("value") is None:
+            continue
+        a, b = base["value"], mine["value"]
+        spread = max(base.get("sd", 0.0), mine.get("sd", 0.0))
+        name = METHOD_NAMES.get(method, method)
+        if (b < a) if lower else (b > a):
+            verdict = f"{name} does better than LVDR on this run ({label} {b:.3f} against {a:.3f})"
+            verdict += (": what it removes does not help here." if abs(a - b) > spread else
+                        f", within the seeds' spread (sd {spread:.3f}): what it removes is not shown to help here.")
+        else:
+            verdict = f"LVDR does better than {name} ({label} {a:.3f} against {b:.3f})"
+            verdict += ("." if abs(a - b) > spread else f", but within the seeds' spread (sd {spread:.3f}).")
+        sentences.append(verdict)
+    return sentences
+
+
 def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     meta_path = folder / "prepare.json"
     if not meta_path.exists():
@@ -111,6 +135,7 @@ def model_figures(name: str, folder: Path, seed: int) -> dict:
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(name, metrics)
+    out["ablations"] = ablation_verdicts(metrics["task"], metrics["methods"]) if metrics else []
     return out
 
 
