@@ -50,12 +50,10 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 
-    raw = {}
-    for path in config_files:
-        raw = configs.merge(raw, __import__("yaml").safe_load(Path(path).read_text()) or {})
+    cfg = configs.load(config_files)
     for assignment in sets:
-        override(raw, assignment)
-    cfg = configs.validate(raw)
+        override(cfg, assignment)
+    cfg = configs.validate(cfg)  # the overrides are checked like any config key
     out = Path(scratch) / dataset / f"seed{seed}"
     prepared = REPO / "data" / "prepared" / dataset
     latents = REPO / "results" / dataset / "latents"
