@@ -1,7 +1,8 @@
 # lvdr: the one definition of the pipeline graph. Every rule calls the `lvdr` command line,
 # so each stage also runs on its own (`python -m lvdr <stage> --help`).
 #   snakemake --cores 8 results/report.html                             the demo
-#   snakemake --cores 8 --configfile config/paper.yaml results/report.html   the paper's setting
+#   snakemake --cores 8 results/report.html --configfile config/paper.yaml   the paper's setting
+# Every job reads the one config Snakemake resolved: results/config/<hash>.yaml (workflow/rules/common.smk).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from lvdr import DATASETS, __version__
 from lvdr import config as configs
@@ -210,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(args) -> dict:
     paths = args.config or ([Path("config/config.yaml")] if Path("config/config.yaml").is_file() else [])
+    if args.command != "config":
+        log.info("lvdr %s: config %s", args.command, ", ".join(map(str, paths)) or "built-in defaults")
     return configs.load(paths)
 
 
@@ -221,7 +222,7 @@ def run(args) -> None:
         args.threads = max(1, min(args.threads, os.cpu_count() or 1))
         torch.set_num_threads(args.threads)
     if args.command == "config":
-        sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
+        sys.stdout.write(configs.dump(cfg))
         return
     if args.command == "fetch":
         from lvdr import fetch

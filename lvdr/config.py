@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -115,6 +116,30 @@ def load(paths: Iterable[str | Path] = ()) -> dict:
     except ConfigError as exc:
         names = ", ".join(str(p) for p in paths) or "<defaults>"
         raise ConfigError(f"{names}: {exc}") from None
+
+
+def dump(cfg: dict) -> str:
+    """The config as YAML text, keys in schema order: what `lvdr config` prints and the pipeline writes."""
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def write_resolved(cfg: dict, folder: str | Path) -> Path:
+    """Write the validated ``cfg`` to FOLDER/<content hash>.yaml (once) and return its path.
+
+    The pipeline resolves its config once, as Snakemake merged it (the Snakefile's configfile,
+    then every --configfile, then --config overrides), and hands every job this one file, so a
+    job cannot read a different config from the one that built the graph. Content-addressed, so
+    two runs with different configs never overwrite each other's file.
+    """
+    from lvdr.files import atomic_path
+
+    text = dump(validate(cfg))
+    path = Path(folder) / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return path
 
 
 def variant(cfg: dict, name: str | None) -> tuple[dict, str]:

@@ -65,3 +65,14 @@ def test_snakemake_validate_uses_the_same_schema():
     assert good["spider"]["source"] == "demo"
     with pytest.raises(Exception, match="imge_size"):
         snakemake_validate({"spider": {"prepare": {"imge_size": 3}}}, str(configs.SCHEMA_PATH))
+
+
+def test_resolved_config_is_content_addressed_and_reads_back_as_lvdr_config_prints_it(tmp_path, capsys):
+    from lvdr.cli import main
+
+    demo = configs.load([REPO / "config" / "config.yaml"])
+    path = configs.write_resolved(demo, tmp_path)
+    assert configs.write_resolved(demo, tmp_path) == path and len(list(tmp_path.iterdir())) == 1
+    assert configs.write_resolved({**demo, "seed": 7}, tmp_path) != path  # another config, another file
+    assert main(["config", "-c", str(path)]) == 0
+    assert capsys.readouterr().out == path.read_text() == configs.dump(demo)

@@ -62,7 +62,7 @@ def test_attention_computes_what_torch_multihead_attention_computes():
         keep = torch.rand(3, 7) > 0.3
         keep[:, 0] = True
         expected = theirs(x, tokens, tokens, key_padding_mask=~keep, need_weights=False)[0]
-        torch.testing.assert_close(mine(x, *mine.project_kv(tokens), keep=keep), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine(x, *mine.project_kv(tokens).unbind(0), keep=keep), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("update", ["gru", "layernorm", "none"])

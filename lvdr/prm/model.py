@@ -64,10 +64,9 @@ class Attention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.q, self.kv, self.out = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
 
-    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., N, d) -> keys and values, each (..., heads, N, d / heads)."""
-        kv = self.kv(x).unflatten(-1, (2, self.heads, -1)).movedim(-3, 0).transpose(-3, -2)
-        return kv[0], kv[1]
+    def project_kv(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., N, d) -> keys and values stacked, (2, ..., heads, N, d / heads)."""
+        return self.kv(x).unflatten(-1, (2, self.heads, -1)).movedim(-3, 0).transpose(-3, -2)
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None):
         """x (B, S, d) attends to k, v; ``keep`` (B, N) is False at keys to ignore."""
@@ -91,14 +90,19 @@ class RefinementBlock(nn.Module):
                                  nn.Dropout(dropout))
         self.drop_path = DropPath(drop_path)
 
-    def read(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-attention keys and values of tokens (B, T, K, d), every step at once."""
-        return self.cross.project_kv(self.norm_kv(tokens))
+    def read(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The cross-attention keys and values of tokens (B, T, K, d), projected for every step at once
+        and returned per step, each (2, B, heads, K, d / heads) and contiguous: one copy here instead of
+        one per step in the attention, and unbind (not indexing), so the backward pass stacks the step
+        gradients instead of zero-filling a full-size tensor per step."""
+        kv = self.cross.project_kv(self.norm_kv(tokens))  # (2, B, T, heads, K, d / heads)
+        return kv.permute(2, 0, 1, 3, 4, 5).contiguous().unbind(0)
 
-    def forward(self, slots, k, v):
+    def forward(self, slots, kv):
+        k, v = kv.unbind(0)
         slots = slots + self.drop_path(self.cross(self.norm_q(slots), k, v))
         q = self.norm_self(slots)
-        slots = slots + self.drop_path(self.self_attn(q, *self.self_attn.project_kv(q)))
+        slots = slots + self.drop_path(self.self_attn(q, *self.self_attn.project_kv(q).unbind(0)))
         return slots + self.drop_path(self.ffn(self.norm_ffn(slots)))
 
 
@@ -115,7 +119,7 @@ class AttentionPool(nn.Module):
 
     def forward(self, slots, keep=None):
         q = self.queries.expand(slots.shape[0], -1, -1)
-        pooled = self.attn(q, *self.attn.project_kv(self.norm(slots)), keep=keep)
+        pooled = self.attn(q, *self.attn.project_kv(self.norm(slots)).unbind(0), keep=keep)
         return self.calibrate(self.merge(pooled.flatten(1)))
 
 
@@ -141,10 +145,10 @@ class PRM(nn.Module):
         self.slot_dropout = cfg["slot_dropout"]
 
     def step(self, memory, reads):
-        """M_t from M_{t-1} and slice t's keys and values (one (k, v) per block)."""
+        """M_t from M_{t-1} and slice t's keys and values (one stacked (k, v) per block)."""
         proposal = memory
-        for block, (k, v) in zip(self.blocks, reads):
-            proposal = block(proposal, k, v)
+        for block, kv in zip(self.blocks, reads):
+            proposal = block(proposal, kv)
         if self.memory_update == "gru":  # gated: a slice that changes nothing can leave the memory where it is
             b, s, d = memory.shape
             return self.update(self.update_norm(proposal).reshape(b * s, d), memory.reshape(b * s, d)).view(b, s, d)
@@ -160,9 +164,7 @@ class PRM(nn.Module):
         """
         b, t_max = tokens.shape[:2]
         x = self.embed(tokens) + self.patch_pos + sinusoidal(depth, self.d)[:, :, None, :]
-        # per block, keys and values (B, heads, K, d/heads) of every step, projected together; unbind
-        # (not indexing) so the backward pass stacks the step gradients instead of zero-filling per step
-        reads = [tuple(zip(*(kv.unbind(1) for kv in block.read(x)))) for block in self.blocks]
+        reads = [block.read(x) for block in self.blocks]  # per block, per step: keys and values
         memory = self.slots.expand(b, -1, -1)
         keep = None
         if self.training and self.slot_dropout > 0:  # drop whole slots from the read-out (never all of them)

@@ -1,9 +1,18 @@
 import json
-import shlex
+import os
+
+from lvdr.config import write_resolved
 
 DATASETS = config["datasets"]
-# The CLI reads the same config files Snakemake merged (later files win).
-CONFIG_ARGS = " ".join(f"--config {shlex.quote(str(p))}" for p in workflow.configfiles)
+# Every job reads the one config Snakemake resolved (the Snakefile's configfile, each --configfile,
+# then --config overrides), written once to a content-addressed file, results/config/<hash>.yaml.
+# Shell commands read its path from $LVDR_CONFIG rather than from params, so that a change to one
+# dataset's settings re-runs only the jobs whose own section (their params) changed.
+os.environ["LVDR_CONFIG"] = str(write_resolved(config, "results/config"))
+
+
+envvars:
+    "LVDR_CONFIG",  # passed on to jobs that run elsewhere (a cluster)
 
 
 wildcard_constraints:

@@ -5,7 +5,6 @@ rule fetch:
         code=lambda w: code(f"fetch/{w.ds}.py", f"demo/{w.ds}.py"),
     params:
         section=lambda w: section(w.ds),
-        config=CONFIG_ARGS,
     log:
         "logs/fetch/{ds}.log",
     threads: 1
@@ -15,7 +14,7 @@ rule fetch:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr fetch {wildcards.ds} {params.config} --out data/raw/{wildcards.ds} --log {log}"
+        "python -m lvdr fetch {wildcards.ds} --config \"$LVDR_CONFIG\" --out data/raw/{wildcards.ds} --log {log}"
 
 
 rule prepare:
@@ -28,7 +27,6 @@ rule prepare:
         code=lambda w: code(f"prepare/{w.ds}.py", "prepare/__init__.py", "prepare/geometry.py"),
     params:
         section=lambda w: section(w.ds),
-        config=CONFIG_ARGS,
     log:
         "logs/prepare/{ds}.log",
     threads: 2
@@ -38,5 +36,5 @@ rule prepare:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr prepare {wildcards.ds} {params.config} --manifest {input.manifest} "
+        "python -m lvdr prepare {wildcards.ds} --config \"$LVDR_CONFIG\" --manifest {input.manifest} "
         "--out data/prepared/{wildcards.ds} --threads {threads} --log {log}"

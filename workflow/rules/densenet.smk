@@ -8,7 +8,6 @@ rule train_densenet:
         code=code("baselines/densenet.py", "losses.py", "training.py", "predictions.py"),
     params:
         section=model_section("densenet"),
-        config=CONFIG_ARGS,
     log:
         "logs/train_densenet/{ds}.log",
     threads: TRAIN_THREADS
@@ -19,5 +18,5 @@ rule train_densenet:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-densenet {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
+        "python -m lvdr train-densenet {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--out results/{wildcards.ds}/densenet121 --predictions {output.predictions} --threads {threads} --log {log}"

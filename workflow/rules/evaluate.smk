@@ -7,7 +7,6 @@ rule evaluate:
         code=code("evaluate/metrics.py", "evaluate/run.py"),
     params:
         section=json.dumps({"seed": config["seed"], "evaluate": config["evaluate"]}),
-        config=CONFIG_ARGS,
     log:
         "logs/evaluate/{ds}.log",
     threads: 1
@@ -17,7 +16,7 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr evaluate {wildcards.ds} {params.config} --predictions {input.predictions} "
+        "python -m lvdr evaluate {wildcards.ds} --config \"$LVDR_CONFIG\" --predictions {input.predictions} "
         "--prepared data/prepared/{wildcards.ds} --out {output} --log {log}"
 
 

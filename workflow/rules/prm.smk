@@ -15,7 +15,6 @@ rule train_prm:
     params:
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
-        config=CONFIG_ARGS,
     log:
         "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
@@ -26,7 +25,7 @@ rule train_prm:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-prm {wildcards.ds} {params.config} {params.variant} --seed {wildcards.seed} "
+        "python -m lvdr train-prm {wildcards.ds} --config \"$LVDR_CONFIG\" {params.variant} --seed {wildcards.seed} "
         "--prepared data/prepared/{wildcards.ds} --latents results/{wildcards.ds}/latents --diffae {input.diffae} "
         "--out results/{wildcards.ds}/{wildcards.method}/seed{wildcards.seed} --predictions {output.predictions} --threads {threads} --log {log}"
 
@@ -42,7 +41,6 @@ rule explain:
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
-        config=CONFIG_ARGS,
     log:
         "logs/explain/{ds}.log",
     threads: 1
@@ -52,6 +50,6 @@ rule explain:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr explain {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
+        "python -m lvdr explain {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--runs {params.runs} --latents results/{wildcards.ds}/latents "
         "--out results/{wildcards.ds}/explain --log {log}"

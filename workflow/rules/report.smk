@@ -11,7 +11,6 @@ rule report:
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:
         report=json.dumps({"datasets": DATASETS, "report": config["report"], "seed": config["seed"]}),
-        config=CONFIG_ARGS,
     log:
         "logs/report.log",
     threads: 1
@@ -21,4 +20,4 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr report {params.config} --prepared data/prepared --results results --out {output} --log {log}"
+        "python -m lvdr report --config \"$LVDR_CONFIG\" --prepared data/prepared --results results --out {output} --log {log}"

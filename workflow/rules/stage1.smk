@@ -8,7 +8,6 @@ rule train_diffae:
         code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "training.py"),
     params:
         section=model_section("diffae"),
-        config=CONFIG_ARGS,
     log:
         "logs/train_diffae/{ds}.log",
     threads: TRAIN_THREADS
@@ -19,7 +18,7 @@ rule train_diffae:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-diffae {wildcards.ds} {params.config} --prepared data/prepared/{wildcards.ds} "
+        "python -m lvdr train-diffae {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--out results/{wildcards.ds}/diffae --threads {threads} --log {log}"
 
 
@@ -34,7 +33,6 @@ rule cache:
         code=code("diffae/cache.py"),
     params:
         section=json.dumps(config["cache"]),
-        config=CONFIG_ARGS,
     log:
         "logs/cache/{ds}.log",
     threads: 2
@@ -45,7 +43,7 @@ rule cache:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr cache {wildcards.ds} {params.config} --model {input.model} "
+        "python -m lvdr cache {wildcards.ds} --config \"$LVDR_CONFIG\" --model {input.model} "
         "--prepared data/prepared/{wildcards.ds} --out results/{wildcards.ds}/latents --threads {threads} --log {log}"
 
 
@@ -59,7 +57,6 @@ rule latent_baselines:
     params:
         section=model_section("baselines"),
         methods=" ".join(LATENT_BASELINES),
-        config=CONFIG_ARGS,
     log:
         "logs/latent_baselines/{ds}.log",
     threads: 1
@@ -69,6 +66,6 @@ rule latent_baselines:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr baseline {wildcards.ds} {params.methods} {params.config} "
+        "python -m lvdr baseline {wildcards.ds} {params.methods} --config \"$LVDR_CONFIG\" "
         "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} "
         "--out results/{wildcards.ds}/predictions --log {log}"
