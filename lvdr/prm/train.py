@@ -118,10 +118,12 @@ def grading_loss(cfg: dict, task: str, logits: torch.Tensor, labels: torch.Tenso
     return F.cross_entropy(logits, labels, weight=weight)
 
 
-def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon, weight=None) -> dict:
+def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon, weight=None,
+           traj_factor: float = 1.0) -> dict:
     terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask),
              "ord" if task == "ordinal" else "cls": grading_loss(cfg, task, out["logits"].float(), labels, weight)}
-    weights = {"recon": cfg["lambda_recon"], "traj": cfg["lambda_traj"], "ord": cfg["lambda_ord"], "cls": cfg["lambda_cls"]}
+    weights = {"recon": cfg["lambda_recon"], "traj": traj_factor * cfg["lambda_traj"], "ord": cfg["lambda_ord"],
+               "cls": cfg["lambda_cls"]}
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
 
@@ -237,7 +239,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
             out = model(x, depth, mask)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
-            terms = losses(cfg, task, out, labels, mask, recon, weight)
+            ramp = tcfg["traj_ramp"] * tcfg["steps"]
+            terms = losses(cfg, task, out, labels, mask, recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])

@@ -33,8 +33,13 @@ LATENT_BASELINES = ["diffae_lr", "diffae_svm"]  # fitted by one job per dataset
 BASELINES = LATENT_BASELINES + ["densenet121"]
 
 
+PRM_DATASETS = [ds for ds in DATASETS if ds in config["prm"]["datasets"]]
+
+
 def lvdr_methods(ds):
-    """LVDR itself and, on the datasets chosen for them, its ablations (prm.ablations)."""
+    """LVDR itself and, on the datasets chosen for them, its ablations (prm.ablations); none off prm.datasets."""
+    if ds not in PRM_DATASETS:
+        return []
     ablations = config["prm"]["ablations"] if ds in config["prm"]["ablation_datasets"] else {}
     return ["lvdr"] + [f"lvdr_{name}" for name in ablations]
 

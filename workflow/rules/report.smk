@@ -5,12 +5,12 @@ rule report:
         prepared=expand("data/prepared/{ds}/{f}", ds=DATASETS, f=["slices.npy", "slices.parquet", "prepare.json"]),
         stage1=expand("results/{ds}/diffae/{f}", ds=DATASETS, f=["curve.csv", "reconstructions.npz"]),
         densenet=expand("results/{ds}/densenet121/curve.csv", ds=DATASETS),
-        prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=DATASETS, seed=PRM_SEEDS[0]),
-        explain=expand("results/{ds}/explain/summary.json", ds=DATASETS),
+        prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=PRM_DATASETS, seed=PRM_SEEDS[0]),
+        explain=expand("results/{ds}/explain/summary.json", ds=PRM_DATASETS),
         metrics="results/metrics.json",
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:
-        report=json.dumps({"datasets": DATASETS, "report": config["report"], "seed": config["seed"]}),
+        report=json.dumps({"datasets": DATASETS, "prm_datasets": PRM_DATASETS, "report": config["report"], "seed": config["seed"]}),
     log:
         "logs/report.log",
     threads: 1
