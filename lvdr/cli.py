@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
                        description="Compute binary AUC (from probabilities) and F1, ordinal MAE and macro F1 and "
                                    "balanced accuracy on the test sequences of each predictions file, each with a "
-                                   "bootstrap 95%% interval; write them to OUT.")
+                                   "bootstrap 95%% interval that resamples patients, and each method's paired "
+                                   "difference from LVDR in AUC and MAE; write them to OUT.")
     _dataset(p)
     p.add_argument("--predictions", nargs="+", metavar="FILE", required=True, help="predictions files (METHOD.parquet)")
     _prepared(p)

@@ -17,6 +17,19 @@ def ordinal_frame(grades, probs):
     return from_sequence_probs(sequences, np.asarray(probs, dtype=float))
 
 
+def fake_prepared(tmp_path, n: int = 20):
+    """A prepared folder for an ordinal task with n one-slice sequences s0.., two per patient."""
+    from lvdr.files import write_json
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    np.save(prepared / "slices.npy", np.zeros((n, 1, 2, 2), np.float16))
+    pd.DataFrame({"row": np.arange(n), "seq_id": [f"s{i}" for i in range(n)],
+                  "case_id": [f"p{i // 2}" for i in range(n)]}).to_parquet(prepared / "slices.parquet")
+    write_json(prepared / "prepare.json", {"task": "ordinal", "num_classes": 5})
+    return prepared
+
+
 def test_hand_computed_metrics():
     # grades 0,1,2,4 ; predicted argmax 0,2,2,3 ; p_bin = 1 - p_0 = 0.1, 0.7, 0.8, 0.6
     probs = [[0.9, 0.05, 0.05, 0, 0], [0.3, 0.2, 0.5, 0, 0], [0.2, 0.1, 0.7, 0, 0], [0.4, 0, 0, 0.5, 0.1]]
@@ -103,15 +116,10 @@ def test_vectorised_resamples_match_sklearn(task, num_classes):
 
 def test_a_collapsed_predictor_is_flagged_in_the_log_and_the_report(tmp_path, caplog):
     from lvdr.evaluate.run import evaluate_dataset
-    from lvdr.files import write_json
     from lvdr.predictions import write_predictions
     from lvdr.report import metrics_table
 
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    np.save(prepared / "slices.npy", np.zeros((1, 1, 2, 2), np.float16))
-    pd.DataFrame({"row": [0]}).to_parquet(prepared / "slices.parquet")
-    write_json(prepared / "prepare.json", {"task": "ordinal", "num_classes": 5})
+    prepared = fake_prepared(tmp_path)
     grades = [0, 1, 2, 3, 4, 0]
     write_predictions(tmp_path / "constant.parquet", ordinal_frame(grades, np.tile([0.6, 0.1, 0.1, 0.1, 0.1], (6, 1))))
     write_predictions(tmp_path / "perfect.parquet", ordinal_frame(grades, np.eye(5)[grades]))
@@ -127,14 +135,9 @@ def test_a_collapsed_predictor_is_flagged_in_the_log_and_the_report(tmp_path, ca
 
 def test_seeds_give_mean_sd_each_value_and_an_interval_over_both(tmp_path):
     from lvdr.evaluate.run import evaluate_dataset
-    from lvdr.files import write_json
     from lvdr.predictions import write_predictions
 
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    np.save(prepared / "slices.npy", np.zeros((1, 1, 2, 2), np.float16))
-    pd.DataFrame({"row": [0]}).to_parquet(prepared / "slices.parquet")
-    write_json(prepared / "prepare.json", {"task": "ordinal", "num_classes": 5})
+    prepared = fake_prepared(tmp_path)
     grades = [0, 1, 2, 3, 4] * 4
     perfect = ordinal_frame(grades, np.eye(5)[grades])
     off_by_one = ordinal_frame(grades, np.eye(5)[np.minimum(np.array(grades) + 1, 4)])
@@ -185,3 +188,29 @@ def test_report_says_plainly_when_an_ablation_beats_lvdr():
     assert "LVDR does better than" in ablation_verdicts("ordinal", methods)[0] and "within the seeds' spread" in \
         ablation_verdicts("ordinal", methods)[0]
     assert ablation_verdicts("binary", {"lvdr": {"auc_bin": metric(0.9)}}) == []
+
+
+def test_bootstrap_draws_patients_with_all_their_sequences():
+    from lvdr.evaluate.metrics import patient_weights
+
+    seq_ids = np.array(["p1_a", "p1_b", "p1_c", "p2_a", "p3_a"])
+    cases = {"p1_a": "p1", "p1_b": "p1", "p1_c": "p1", "p2_a": "p2", "p3_a": "p3"}
+    weights = patient_weights(seq_ids, cases, 500, np.random.default_rng(0))
+    assert np.all(weights[:, 0] == weights[:, 1]) and np.all(weights[:, 1] == weights[:, 2])  # a patient moves as one
+    assert np.all(weights[:, [0, 3, 4]].sum(1) == 3)  # three patients drawn per resample
+    assert np.all(patient_weights(seq_ids, None, 50, np.random.default_rng(0)).sum(1) == 5)  # no cases: per sequence
+
+
+def test_paired_difference_is_tighter_than_the_two_intervals_and_sees_a_real_gap():
+    from lvdr.evaluate.metrics import paired_difference
+
+    rng = np.random.default_rng(1)
+    grades = rng.integers(0, 5, 80)
+    noise = rng.dirichlet(np.ones(5), 80)
+    good = ordinal_frame(grades, noise * 0.5 + np.eye(5)[grades] * 0.5)
+    worse = ordinal_frame(grades, noise * 0.85 + np.eye(5)[grades] * 0.15)  # the same cases, often wrong
+    draws_good, draws_worse = {}, {}
+    a = evaluate(good, "ordinal", 5, 300, 0, draws_out=draws_good)
+    b = evaluate(worse, "ordinal", 5, 300, 0, draws_out=draws_worse)
+    d = paired_difference(draws_worse["mae_ord"], draws_good["mae_ord"], b["mae_ord"]["value"] - a["mae_ord"]["value"])
+    assert 0 < d["ci_low"] <= d["diff"] <= d["ci_high"]  # a higher MAE on the same patients

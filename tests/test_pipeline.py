@@ -30,8 +30,10 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     assert set(summary["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
     assert "LVDR, λ_traj = 0 (ablation)" in html and "auc_bin" in summary["brats"]["diffae_lr"]
     assert "Do the large steps mark what the model used?" in html  # the deletion test ran and is reported
+    assert "Each method against LVDR, paired" in html and "MAE (ord) minus LVDR" in html
     spider = json.loads((tmp_path / "results" / "spider" / "metrics.json").read_text())["methods"]
     assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1
+    assert set(spider["densenet121"]["vs_lvdr"]) == {"auc_bin", "mae_ord"} and "vs_lvdr" not in spider["lvdr"]
     assert "mean ± sd of 2 seeds" in html and html.count("seeds: ") >= 2 * 5
     checks = json.loads((tmp_path / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
     first = TINY.get("seed", 0)  # prm.seeds runs: seed, seed + 1

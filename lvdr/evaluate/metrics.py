@@ -1,5 +1,5 @@
 """Binary AUC (from probabilities) and F1, ordinal MAE and macro F1, balanced accuracy, each with
-a bootstrap 95% interval over test sequences.
+a bootstrap 95% interval over test patients.
 
 Binary metrics use ``label_bin`` and ``p_bin`` (AUC) or ``p_bin >= threshold`` (F1; the threshold
 column the method stored, chosen on validation, else 0.5). Ordinal metrics
@@ -83,23 +83,39 @@ def _f1(w: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
 
 
-def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed: int) -> dict:
+def patient_weights(seq_ids: np.ndarray, cases: dict | None, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``weights[b, i]``: how often sequence i is drawn in resample b, resampling patients.
+
+    A SPIDER patient has several discs and a BraTS case several slabs; their errors go together, so
+    the resample draws patients (``cases``: seq_id -> case_id) with replacement and takes all of
+    each drawn patient's sequences. Without ``cases`` every sequence is its own patient.
+    """
+    keys = np.asarray([cases[s] for s in seq_ids] if cases else seq_ids)
+    patients, owner = np.unique(keys, return_inverse=True)
+    drawn = rng.integers(0, len(patients), (n_boot, len(patients)))
+    counts = np.zeros((n_boot, len(patients)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+    return counts[:, owner]
+
+
+def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed: int, cases: dict | None = None,
+             draws_out: dict | None = None) -> dict:
     """Point value and bootstrap 95% interval of each metric over the test sequences in ``frame``.
 
-    A frame with a ``seed`` column holds one model per seed (every seed predicting every test
-    sequence). Then the value is the mean over seeds, ``sd`` their standard deviation, ``seeds``
-    each seed's value, and each bootstrap resample draws a seed as well as the test sequences, so
-    the interval reflects both the test sample and the training seed.
+    The bootstrap resamples patients (``cases``, see ``patient_weights``). A frame with a ``seed``
+    column holds one model per seed (every seed predicting every test sequence). Then the value is
+    the mean over seeds, ``sd`` their standard deviation, ``seeds`` each seed's value, and each
+    resample draws a seed as well as the patients, so the interval reflects both the test sample and
+    the training seed. Sequences are taken in seq_id order and the generator is seeded from
+    ``seed`` alone, so every method of a dataset sees the same resamples: ``draws_out`` receives each
+    metric's per-resample values, for paired comparisons between methods.
     """
     runs = [group for _, group in frame.groupby("seed", sort=True)] if "seed" in frame.columns else [frame]
-    order = runs[0].seq_id.to_numpy()
+    order = np.sort(runs[0].seq_id.to_numpy())
     runs = [run.set_index("seq_id").loc[order].reset_index() for run in runs]  # same sequence order in every seed
     points = [point_metrics(run, task, num_classes) for run in runs]
     rng = np.random.default_rng(seed)
-    n = len(order)
-    samples = rng.integers(0, n, (n_boot, n))
-    weights = np.zeros((n_boot, n))
-    np.add.at(weights, (np.arange(n_boot)[:, None], samples), 1.0)
+    weights = patient_weights(order, cases, n_boot, rng)
     draws = [resample_metrics(run, task, num_classes, weights) for run in runs]
     chosen = rng.integers(0, len(runs), n_boot)  # the seed behind each resample
     result = {}
@@ -109,6 +125,8 @@ def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed
             result[key] = {"value": None, "ci_low": None, "ci_high": None}
             continue
         mixed = np.stack([d[key] for d in draws])[chosen, np.arange(n_boot)]
+        if draws_out is not None:
+            draws_out[key] = mixed
         valid = mixed[~np.isnan(mixed)]
         low, high = np.percentile(valid, [2.5, 97.5]) if valid.size else (None, None)
         result[key] = {"value": float(np.mean(values)), "ci_low": None if low is None else float(low),
@@ -118,3 +136,13 @@ def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed
     if len(runs) > 1:
         result["seeds"] = [int(run.seed.iloc[0]) for run in runs]
     return result
+
+
+def paired_difference(mine: np.ndarray, reference: np.ndarray, value: float) -> dict:
+    """A method's metric minus the reference's, with the 95% interval of that difference over the
+    resamples both were evaluated on (the same patients drawn for both: a paired bootstrap)."""
+    diff = mine - reference
+    valid = diff[~np.isnan(diff)]
+    low, high = np.percentile(valid, [2.5, 97.5]) if valid.size else (None, None)
+    return {"diff": float(value), "ci_low": None if low is None else float(low),
+            "ci_high": None if high is None else float(high)}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
-from lvdr.evaluate.metrics import evaluate
+from lvdr.evaluate.metrics import evaluate, paired_difference
 from lvdr.files import read_json, write_json
 from lvdr.predictions import read_predictions
 
@@ -24,8 +24,11 @@ def method_of(path: Path) -> str:
 
 def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_dir: str | Path, out: str | Path,
                      n_boot: int, seed: int) -> dict:
-    meta = load_prepared(prepared_dir).meta
-    results = {"dataset": dataset, "task": meta["task"], "methods": {}}
+    data = load_prepared(prepared_dir)
+    meta = data.meta
+    cases = dict(zip(data.table.seq_id, data.table.case_id))
+    results = {"dataset": dataset, "task": meta["task"], "methods": {}, "bootstrap": {"resamples": n_boot, "unit": "patient"}}
+    draws: dict[str, dict] = {}
     grouped: dict[str, list[Path]] = {}
     for path in map(Path, prediction_files):
         grouped.setdefault(method_of(path), []).append(path)
@@ -47,16 +50,33 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
                      for g in runs if g.pred.nunique() == 1]
         results["methods"][method] = {"n_test": len(runs[0]), "n_seeds": len(runs), "predicted_classes": predicted,
                                       "collapsed": collapsed,
-                                      **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed)}
+                                      **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed, cases,
+                                                 draws.setdefault(method, {}))}
         for run_seed, cls in collapsed:
             log.warning("%s %s%s predicts class %d for every test sequence: it has not learned to tell them apart",
                         dataset, method, "" if run_seed is None else f" (seed {run_seed})", cls)
-        shown = {k: v for k, v in results["methods"][method].items() if isinstance(v, dict) and v["value"] is not None}
+        shown = {k: v for k, v in results["methods"][method].items() if isinstance(v, dict) and v.get("value") is not None}
         log.info("%s %s (n=%d test sequences%s): %s", dataset, method, len(runs[0]),
                  f", mean of {len(runs)} seeds" if len(runs) > 1 else "",
                  ", ".join(f"{k} {v['value']:.3f}" + (f" ± {v['sd']:.3f}" if "sd" in v else "") for k, v in shown.items()))
+    add_paired_differences(results["methods"], draws)
     write_json(out, results)
     return results
+
+
+PAIRED = ("auc_bin", "mae_ord")
+
+
+def add_paired_differences(methods: dict, draws: dict) -> None:
+    """Each method against LVDR: the difference in AUC and MAE with its paired-bootstrap 95% interval."""
+    if "lvdr" not in methods:
+        return
+    for method, values in methods.items():
+        if method == "lvdr":
+            continue
+        values["vs_lvdr"] = {key: paired_difference(draws[method][key], draws["lvdr"][key],
+                                                    values[key]["value"] - methods["lvdr"][key]["value"])
+                             for key in PAIRED if key in draws[method] and key in draws["lvdr"]}
 
 
 def summarize(metric_files: list[str | Path], out: str | Path) -> dict:
@@ -65,7 +85,7 @@ def summarize(metric_files: list[str | Path], out: str | Path) -> dict:
     for path in metric_files:
         results = read_json(path)
         summary[results["dataset"]] = {
-            method: {k: v["value"] for k, v in values.items() if isinstance(v, dict) and v["value"] is not None}
+            method: {k: v["value"] for k, v in values.items() if isinstance(v, dict) and v.get("value") is not None}
             for method, values in results["methods"].items()
         }
     write_json(out, summary)

@@ -71,6 +71,29 @@ def metrics_table(name: str, metrics: dict | None) -> str:
     return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
 
 
+def paired_table(metrics: dict | None) -> str:
+    """Each method minus LVDR in AUC and MAE, with the paired-bootstrap 95% interval (same patients drawn for both)."""
+    rows = []
+    for method, values in (metrics or {}).get("methods", {}).items():
+        paired = values.get("vs_lvdr")
+        if not paired:
+            continue
+        cells = []
+        for key in ("auc_bin", "mae_ord"):
+            d = paired.get(key)
+            if d is None:
+                cells.append("—")
+                continue
+            excludes_zero = d["ci_low"] is not None and (d["ci_low"] > 0 or d["ci_high"] < 0)
+            cells.append(f"{d['diff']:+.3f} [{_fmt(d['ci_low'], 3)}, {_fmt(d['ci_high'], 3)}]"
+                         + (" <b>*</b>" if excludes_zero else ""))
+        rows.append([html.escape(METHOD_NAMES.get(method, method)), *cells])
+    if not rows:
+        return ""
+    frame = pd.DataFrame(rows, columns=["method", "AUC (bin) minus LVDR's", "MAE (ord) minus LVDR's"])
+    return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
+
+
 def ablation_verdicts(task: str, methods: dict) -> list[str]:
     """One plain sentence per LVDR ablation: does it beat LVDR on the task's main metric, and is the
     difference larger than the seeds' spread? The report must not leave a reader to find that out."""
@@ -135,6 +158,7 @@ def model_figures(name: str, folder: Path, seed: int) -> dict:
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(name, metrics)
+    out["paired"] = paired_table(metrics)
     out["ablations"] = ablation_verdicts(metrics["task"], metrics["methods"]) if metrics else []
     return out
 
