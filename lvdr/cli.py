@@ -246,7 +246,8 @@ def run(args) -> None:
         from lvdr.diffae.cache import build_cache
 
         build_cache(args.model or f"results/{args.dataset}/diffae/model.pt", args.prepared or f"data/prepared/{args.dataset}",
-                    args.out or f"results/{args.dataset}/latents", cfg["cache"]["batch_size"], cfg["device"])
+                    args.out or f"results/{args.dataset}/latents", cfg["cache"]["batch_size"], cfg["device"],
+                    cfg["cache"]["budget_gb"])
     elif args.command == "baseline":
         from lvdr.baselines.latent import fit_predict
         from lvdr.data import load_prepared

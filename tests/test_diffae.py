@@ -1,6 +1,7 @@
 """Stage 1: the DiffAE trains, inverts, resumes exactly, and its latent cache lines up with the slices."""
 
 import numpy as np
+import pytest
 import torch
 
 from lvdr.diffae.cache import build_cache, load_latents
@@ -8,6 +9,7 @@ from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.data import to_model_range
 from lvdr.diffae.train import load_model, train
+from lvdr.files import read_json
 
 
 def blobs(n=16, size=16, seed=0):
@@ -120,3 +122,8 @@ def test_cache_rows_align_with_the_slice_table(spider_prepared, diffae_config, t
     build_cache(model_path, spider_prepared, tmp_path / "latents", batch_size=5, device_name="cpu")
     assert "up to date" in caplog.text
     assert (tmp_path / "latents" / "z.npy").stat().st_mtime_ns == before
+    on_disk = ((tmp_path / "latents" / "z.npy").stat().st_size + (tmp_path / "latents" / "tokens.npy").stat().st_size) / 1e9
+    assert read_json(tmp_path / "latents" / "meta.json")["size_gb"] == pytest.approx(on_disk, abs=1e-4)
+    caplog.clear()
+    build_cache(model_path, spider_prepared, tmp_path / "small", batch_size=5, device_name="cpu", budget_gb=1e-9)
+    assert "above config key 'cache.budget_gb'" in caplog.text

@@ -1,7 +1,10 @@
 """The latent cache: z and the 8 x 8 patch tokens of every prepared slice, from the frozen encoder.
 
 Rows align with the slice table. ``meta.json`` records the hashes of the checkpoint and of
-the prepared data; when both match, the cache is reused instead of recomputed.
+the prepared data (when both match, the cache is reused instead of recomputed) and the cache's
+size on disk. Tokens are float16, n x 64 x channels: real BraTS at 64 px (about 155 slices per
+volume, 512 channels) comes to about 11 GB, so a cache larger than ``cache.budget_gb`` is
+announced with a warning before it is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str | Path, batch_size: int,
-                device_name: str = "auto") -> Path:
+                device_name: str = "auto", budget_gb: float | None = None) -> Path:
     out_dir, prepared_dir = Path(out_dir), Path(prepared_dir)
     fingerprint = {"checkpoint_sha256": file_hash(model_path),
                    "slices_sha256": file_hash(prepared_dir / "slices.npy"),
@@ -40,6 +43,10 @@ def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str |
     with torch.no_grad():
         z0, t0 = model.encode(to_model_range(data.slices[:1]).to(device))
     z_shape, token_shape = (n, z0.shape[1]), (n, *t0.shape[1:])
+    size_gb = (np.prod(z_shape) * 4 + np.prod(token_shape) * 2) / 1e9
+    if budget_gb is not None and size_gb > budget_gb:
+        log.warning("%s: the latent cache for %d slices will take %.1f GB, above config key 'cache.budget_gb' (%g GB); "
+                    "make room or raise the budget", out_dir, n, size_gb, budget_gb)
     with atomic_path(out_dir / "z.npy") as z_tmp, atomic_path(out_dir / "tokens.npy") as t_tmp:
         z_out = np.lib.format.open_memmap(z_tmp, mode="w+", dtype=np.float32, shape=z_shape)
         t_out = np.lib.format.open_memmap(t_tmp, mode="w+", dtype=np.float16, shape=token_shape)
@@ -52,8 +59,8 @@ def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str |
         t_out.flush()
         del z_out, t_out
     write_json(meta_path, {**fingerprint, "checkpoint": str(model_path), "n_slices": n,
-                           "z_dim": z_shape[1], "token_shape": list(token_shape[1:])})
-    log.info("cached z %s and tokens %s for %d slices in %s", z_shape[1:], token_shape[1:], n, out_dir)
+                           "z_dim": z_shape[1], "token_shape": list(token_shape[1:]), "size_gb": round(float(size_gb), 4)})
+    log.info("cached z %s and tokens %s for %d slices in %s (%.2f GB)", z_shape[1:], token_shape[1:], n, out_dir, size_gb)
     return meta_path
 
 
