@@ -111,3 +111,51 @@ def test_demo_has_both_labels_and_edema_evidence(tmp_path, tiny_config):
     positive = table[table.label_bin == 1].groupby("seq_id").evidence.max()
     assert (positive > 0).all()
     assert (table[table.label_bin == 0].evidence < cfg["prepare"]["min_edema_px"]).all()
+
+
+def _prepared_slices(root, tmp_path, tiny_config, name):
+    table, _ = run(root, tmp_path / name, tiny_config, label_level="volume", image_size=8)
+    return table, np.load(tmp_path / name / "prep" / "slices.npy").astype(np.float32)
+
+
+def test_raw_rescaled_zscored_lps_and_symlinked_volumes_prepare_to_the_same_slices(tmp_path, tiny_config):
+    """Real releases store FLAIR raw, rescaled or z-scored (a constant negative background, negative
+    values inside the brain), in LPS or RAS, segmentations as floats, files as symlinks."""
+    import nibabel as nib
+
+    flair, seg = brain_case(range(3, 6), 0)
+    flair[flair > 0] += 40.0 * np.sin(np.arange(flair[flair > 0].size))  # some texture, values of both signs below
+    zscored = (flair - flair[flair > 0].mean()) / flair[flair > 0].std()
+    zscored[flair == 0] = -3.6  # background as z-scoring pipelines store it
+    assert (zscored[flair > 0] < 0).any()
+    variants = {"raw": (flair, seg), "rescaled": (flair * 3.7 + 12.0, seg), "zscored": (zscored, seg.astype(np.float32))}
+    results = {}
+    for name, (vol, labels) in variants.items():
+        write_layout(tmp_path / name, "brats2021", [(vol.astype(np.float32), labels), brain_case(seed=1)])
+        results[name] = _prepared_slices(tmp_path / name, tmp_path, tiny_config, f"prep_{name}")
+    # the same raw volume in LPS (axes flipped, affine saying so), its files symlinked from elsewhere
+    store = tmp_path / "store"
+    store.mkdir()
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(flair[::-1, ::-1].copy(), lps), str(store / "flair.nii.gz"))
+    nib.save(nib.Nifti1Image(seg[::-1, ::-1].copy(), lps), str(store / "seg.nii.gz"))
+    write_layout(tmp_path / "lps", "brats2021", [brain_case(seed=1)])
+    case = tmp_path / "lps" / "BraTS2021_00001"
+    case.mkdir()
+    (case / "BraTS2021_00001_flair.nii.gz").symlink_to(store / "flair.nii.gz")
+    (case / "BraTS2021_00001_seg.nii.gz").symlink_to(store / "seg.nii.gz")
+    (tmp_path / "lps" / "BraTS2021_00000").rename(tmp_path / "lps" / "BraTS2021_00002")  # keep the case order
+    table, slices = _prepared_slices(tmp_path / "lps", tmp_path, tiny_config, "prep_lps")
+    reference_table, reference = results["raw"]
+    first = reference_table.seq_id == reference_table.seq_id.iloc[0]
+    for name, (table_v, slices_v) in [*results.items(), ("lps", (table, slices))]:
+        mine = table_v.case_id == ("BraTS2021_00001" if name == "lps" else reference_table.case_id.iloc[0])
+        assert mine.sum() == first.sum() == 8, name  # the brain spans 8 slices in every variant
+        np.testing.assert_allclose(slices_v[mine.to_numpy()], reference[first.to_numpy()], atol=2e-3, err_msg=name)
+        assert table_v[mine].evidence.tolist() == reference_table[first].evidence.tolist(), name
+
+
+def test_one_patient_folder_warns_that_splits_are_empty(tmp_path, tiny_config, warnings_logged):
+    write_layout(tmp_path / "data", "brats2021", [brain_case(range(3, 6), 0)])
+    run(tmp_path / "data", tmp_path, tiny_config, label_level="volume", image_size=8)
+    assert "the val split is empty" in warnings_logged.text and "the test split is empty" in warnings_logged.text

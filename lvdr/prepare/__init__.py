@@ -47,6 +47,11 @@ def write_prepared(out_dir: str | Path, dataset: str, parts: list[tuple[np.ndarr
         array.flush()
         del array
     seqs = table.drop_duplicates("seq_id")
+    for split in SPLITS:
+        if not (seqs.split == split).any():
+            log.warning("%s: the %s split is empty (%d patients in all); training, selection or evaluation "
+                        "on it will fail or mean nothing; add patients or change the split fractions",
+                        dataset, split, table.case_id.nunique())
     meta = {
         **meta,
         "dataset": dataset,

@@ -26,6 +26,19 @@ from lvdr.volumes import display, load_volume, to_ras
 log = logging.getLogger(__name__)
 
 
+def foreground(vol: np.ndarray) -> np.ndarray:
+    """The brain: voxels that differ from the background value, the most common value on the volume's border.
+
+    Not ``vol > 0``: a z-scored FLAIR (as many BraTS preprocessing pipelines store it) has a
+    constant negative background and negative values inside the brain. The border's value works
+    for raw, rescaled and z-scored volumes alike, so they prepare to the same slices.
+    """
+    border = np.concatenate([face.ravel() for axis in range(3) for face in (np.take(vol, 0, axis), np.take(vol, -1, axis))])
+    values, counts = np.unique(border, return_counts=True)
+    background = values[counts.argmax()]
+    return np.abs(vol - background) > 1e-6 * max(1.0, float(np.abs(vol).max()))
+
+
 def extract_case(task: dict) -> dict:
     """Brain slices of one case with their edema areas, or the reason the case was skipped."""
     import torch
@@ -42,9 +55,9 @@ def extract_case(task: dict) -> dict:
         raise DataError(f"{task['seg']}: shape {tuple(seg.shape[1:])} differs from its FLAIR {tuple(flair.shape[1:])}")
     flair, seg = to_ras(flair), to_ras(seg)
     vol, labels = np.asarray(flair[0]), np.rint(np.asarray(seg[0])).astype(np.int32)
-    brain = vol > 0
+    brain = foreground(vol)
     if not brain.any():
-        return {"case_id": task["case_id"], "skipped": f"{task['flair']}: FLAIR volume is empty (no voxel above 0)"}
+        return {"case_id": task["case_id"], "skipped": f"{task['flair']}: FLAIR volume is empty (every voxel has the background value)"}
     zs = np.flatnonzero(brain.any(axis=(0, 1)))
     kept = [z for z in range(zs[0], zs[-1] + 1, cfg["slice_step"]) if brain[:, :, z].any()]  # empty slices dropped
     xy = np.argwhere(brain.any(axis=2))
