@@ -214,3 +214,17 @@ def test_paired_difference_is_tighter_than_the_two_intervals_and_sees_a_real_gap
     b = evaluate(worse, "ordinal", 5, 300, 0, draws_out=draws_worse)
     d = paired_difference(draws_worse["mae_ord"], draws_good["mae_ord"], b["mae_ord"]["value"] - a["mae_ord"]["value"])
     assert 0 < d["ci_low"] <= d["diff"] <= d["ci_high"]  # a higher MAE on the same patients
+
+
+def test_accuracy_and_macro_auc_are_medmnists():
+    """acc and auc_ovr are the numbers medmnist's own Evaluator computes (getACC, getAUC for multi-class)."""
+    from medmnist.evaluator import getACC, getAUC
+
+    rng = np.random.default_rng(2)
+    grades = np.repeat(np.arange(5), 12)
+    probs = rng.dirichlet(np.ones(5), 60) * 0.7 + np.eye(5)[grades] * 0.3
+    m = point_metrics(ordinal_frame(grades, probs), "ordinal", 5)
+    assert m["acc"] == pytest.approx(getACC(grades[:, None], probs, "multi-class"))
+    assert m["auc_ovr"] == pytest.approx(getAUC(grades[:, None], probs, "multi-class"))
+    binary = point_metrics(ordinal_frame(grades > 0, probs[:, :2] / probs[:, :2].sum(1, keepdims=True)), "binary", 2)
+    assert binary["acc"] is None and binary["auc_ovr"] is None

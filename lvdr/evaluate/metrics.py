@@ -1,11 +1,14 @@
-"""Binary AUC (from probabilities) and F1, ordinal MAE and macro F1, balanced accuracy, each with
-a bootstrap 95% interval over test patients.
+"""Binary AUC (from probabilities) and F1, ordinal MAE and macro F1, balanced accuracy, and
+MedMNIST's two metrics (multi-class accuracy, macro one-vs-rest AUC), each with a bootstrap 95%
+interval over test patients.
 
 Binary metrics use ``label_bin`` and ``p_bin`` (AUC) or ``p_bin >= threshold`` (F1; the threshold
 column the method stored, chosen on validation, else 0.5). Ordinal metrics
 use ``grade`` and ``pred``; for binary tasks they are not defined (None). Balanced accuracy
 compares ``pred`` with ``grade``: over the grades for graded tasks, over the two classes for
-binary ones.
+binary ones. ``acc`` and ``auc_ovr`` are defined for graded tasks: accuracy of ``pred`` and the
+mean over grades of the AUC of ``p_<grade>`` for that grade against the rest (as ``medmnist.Evaluator``
+computes them), NaN when a grade is missing from the test set.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord", "balanced_acc")
+METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord", "balanced_acc", "acc", "auc_ovr")
 
 
 def threshold_of(frame: pd.DataFrame) -> np.ndarray | float:
@@ -33,10 +36,16 @@ def point_metrics(frame: pd.DataFrame, task: str, num_classes: int) -> dict[str,
         "mae_ord": None,
         "f1_ord": None,
         "balanced_acc": float(balanced_accuracy_score(grade, pred)),
+        "acc": None,
+        "auc_ovr": None,
     }
     if task == "ordinal":
         out["mae_ord"] = float(np.abs(grade - pred).mean())
         out["f1_ord"] = float(f1_score(grade, pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+        out["acc"] = float((grade == pred).mean())
+        present = all(0 < (grade == c).sum() < len(grade) for c in range(num_classes))
+        out["auc_ovr"] = float(np.mean([roc_auc_score(grade == c, frame[f"p_{c}"]) for c in range(num_classes)])) \
+            if present else math.nan
     return out
 
 
@@ -59,12 +68,8 @@ def resample_metrics(frame: pd.DataFrame, task: str, num_classes: int, weights: 
     y_bin, p_bin = frame.label_bin.to_numpy().astype(bool), frame.p_bin.to_numpy(dtype=float)
     grade, pred = frame.grade.to_numpy(), frame.pred.to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        # AUC as the weighted Mann-Whitney statistic: ordered (positive, negative) pairs, ties count half.
-        pos, neg = p_bin[y_bin], p_bin[~y_bin]
-        pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-        w_pos, w_neg = w[:, y_bin], w[:, ~y_bin]
-        auc = np.einsum("bi,ij,bj->b", w_pos, pairs, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
-        out = {"auc_bin": auc, "f1_bin": _f1(w, y_bin, p_bin >= threshold_of(frame)), "mae_ord": None, "f1_ord": None}
+        out = {"auc_bin": _auc(w, y_bin, p_bin), "f1_bin": _f1(w, y_bin, p_bin >= threshold_of(frame)), "mae_ord": None,
+               "f1_ord": None, "acc": None, "auc_ovr": None}
         classes = np.union1d(grade, pred) if task == "binary" else np.arange(num_classes)
         hits = np.stack([w @ ((grade == c) & (pred == c)) for c in classes], 1)
         support = np.stack([w @ (grade == c) for c in classes], 1)
@@ -73,7 +78,18 @@ def resample_metrics(frame: pd.DataFrame, task: str, num_classes: int, weights: 
         if task == "ordinal":
             out["mae_ord"] = (w @ np.abs(grade - pred)) / w.sum(1)
             out["f1_ord"] = np.stack([_f1(w, grade == c, pred == c) for c in classes], 1).mean(1)
+            out["acc"] = (w @ (grade == pred)) / w.sum(1)
+            out["auc_ovr"] = np.stack([_auc(w, grade == c, frame[f"p_{c}"].to_numpy(dtype=float))
+                                       for c in classes], 1).mean(1)  # NaN where a resample lacks a grade
     return out
+
+
+def _auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Weighted AUC as the Mann-Whitney statistic: ordered (positive, negative) pairs, ties count half."""
+    pos, neg = score[truth], score[~truth]
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    w_pos, w_neg = w[:, truth], w[:, ~truth]
+    return np.einsum("bi,ij,bj->b", w_pos, pairs, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
 
 
 def _f1(w: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:

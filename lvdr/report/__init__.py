@@ -15,7 +15,7 @@ from lvdr import __version__
 from lvdr.errors import DataError
 from lvdr.files import atomic_path, read_json
 from lvdr.evaluate.metrics import METRICS
-from lvdr.evaluate.paper import COLUMNS, paper_rows
+from lvdr.evaluate.paper import paper_rows
 from lvdr.report import figures
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,18 @@ def _fmt(value, digits=3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+METRIC_COLUMNS = {"auc_bin": "AUC (bin) ↑", "f1_bin": "F1 (bin) ↑", "mae_ord": "MAE (ord) ↓", "f1_ord": "F1 (ord) ↑",
+                  "balanced_acc": "balanced acc. ↑", "acc": "ACC ↑", "auc_ovr": "AUC (macro one-vs-rest) ↑"}
+
+
 def metrics_table(name: str, metrics: dict | None) -> str:
-    """Measured rows (with bootstrap 95% intervals) above the paper's reported rows, labelled apart."""
-    columns = ["AUC (bin) ↑", "F1 (bin) ↑", "MAE (ord) ↓", "F1 (ord) ↑", "balanced acc. ↑"]
+    """Measured rows (with bootstrap 95% intervals) above the published rows, labelled apart; a metric
+    that applies to no row of this dataset (ordinal metrics of a binary task) gets no column."""
     rows = []
     for method, values in (metrics or {}).get("methods", {}).items():
         cells = []
         for key in METRICS:
-            v = values[key]
+            v = values.get(key, {"value": None, "ci_low": None})
             cell = _fmt(v["value"]) + (f" ± {_fmt(v['sd'])}" if "sd" in v else "")
             cell += f" [{_fmt(v['ci_low'], 2)}, {_fmt(v['ci_high'], 2)}]" if v["ci_low"] is not None else ""
             if "seeds" in v:
@@ -64,10 +68,12 @@ def metrics_table(name: str, metrics: dict | None) -> str:
             source += f"; ⚠ {'' if run_seed is None or seeds == 1 else f'seed {run_seed} '}predicts class {cls} for every sequence"
         rows.append([html.escape(METHOD_NAMES.get(method, method)), html.escape(source), *cells])
     for paper in paper_rows(name):
-        rows.append([html.escape(paper["name"]), html.escape(paper["source"]), *[_fmt(paper[k], 2) if paper[k] is not None else "—" for k in COLUMNS], "—"])
+        rows.append([html.escape(paper["name"]), html.escape(paper["source"]),
+                     *[_fmt(paper[k], 3 if k in ("acc", "auc_ovr") else 2) if paper.get(k) is not None else "—" for k in METRICS]])
     if not rows:
         return ""
-    frame = pd.DataFrame(rows, columns=["method", "source", *columns])
+    frame = pd.DataFrame(rows, columns=["method", "source", *[METRIC_COLUMNS[k] for k in METRICS]])
+    frame = frame.loc[:, [c for c in frame.columns if not (frame[c] == "—").all()]]
     return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
 
 
