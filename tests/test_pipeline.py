@@ -23,7 +23,7 @@ def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
     for name in ("SPIDER", "BraTS", "RetinaMNIST"):
         assert name in html
     assert html.count("data:image/png;base64,") >= 5 + 6  # data, curve and reconstruction figures, all embedded
-    assert "DiffAE + LR" in html and "DenseNet121 (class-weighted loss)" in html and "paper, Table 1" in html
+    assert "DiffAE + LR" in html and "DenseNet121 (training loss)" in html and "paper, Table 1" in html
     summary = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(summary) == {"spider", "brats", "retinamnist"}
     assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}

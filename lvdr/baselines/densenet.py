@@ -98,7 +98,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     torch.manual_seed(seed)
     model = build(images.shape[1], num_classes, images.shape[-1]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    weights = class_weights(labels, num_classes).to(device)
+    weights = class_weights(labels, num_classes).to(device) if cfg["class_weights"] else None
     loss_fn = make_loss(task, weights, cfg["ordinal_alpha"])
     augment = augmentation(data.meta["dataset"])
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "shape": images.shape,
@@ -109,7 +109,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     log.info("DenseNet121: %d training slices, %d validation slices, %s task, class weights %s, on %s",
-             len(images), len(val_images), task, [round(float(w), 2) for w in weights], device)
+             len(images), len(val_images), task, "off" if weights is None else [round(float(w), 2) for w in weights], device)
     bar = tqdm(total=cfg["max_steps"], initial=state["step"], desc="train densenet121", unit="step", mininterval=1.0)
     while state["step"] < cfg["max_steps"] and state["bad_evals"] < cfg["patience"]:
         seed_step(seed, state["step"])
