@@ -135,8 +135,7 @@ def write_resolved(cfg: dict, folder: str | Path) -> Path:
 
     text = dump(validate(cfg))
     path = Path(folder) / f"{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-    if not path.is_file() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():  # the name is the content's hash, and the write is atomic: an existing file is this text
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return path

@@ -143,10 +143,7 @@ def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed
         mixed = np.stack([d[key] for d in draws])[chosen, np.arange(n_boot)]
         if draws_out is not None:
             draws_out[key] = mixed
-        valid = mixed[~np.isnan(mixed)]
-        low, high = np.percentile(valid, [2.5, 97.5]) if valid.size else (None, None)
-        result[key] = {"value": float(np.mean(values)), "ci_low": None if low is None else float(low),
-                       "ci_high": None if high is None else float(high)}
+        result[key] = {"value": float(np.mean(values)), **interval(mixed)}
         if len(runs) > 1:
             result[key].update(sd=float(np.std(values, ddof=1)), seeds=[float(v) for v in values])
     if len(runs) > 1:
@@ -154,11 +151,20 @@ def evaluate(frame: pd.DataFrame, task: str, num_classes: int, n_boot: int, seed
     return result
 
 
+def interval(draws: np.ndarray) -> dict:
+    """The 95% percentile interval of bootstrap draws, NaN draws (undefined resamples) left out."""
+    valid = draws[~np.isnan(draws)]
+    if not valid.size:
+        return {"ci_low": None, "ci_high": None}
+    low, high = np.percentile(valid, [2.5, 97.5])
+    return {"ci_low": float(low), "ci_high": float(high)}
+
+
+# The metrics on which every method is compared with LVDR, paired.
+PAIRED = ("auc_bin", "mae_ord")
+
+
 def paired_difference(mine: np.ndarray, reference: np.ndarray, value: float) -> dict:
     """A method's metric minus the reference's, with the 95% interval of that difference over the
     resamples both were evaluated on (the same patients drawn for both: a paired bootstrap)."""
-    diff = mine - reference
-    valid = diff[~np.isnan(diff)]
-    low, high = np.percentile(valid, [2.5, 97.5]) if valid.size else (None, None)
-    return {"diff": float(value), "ci_low": None if low is None else float(low),
-            "ci_high": None if high is None else float(high)}
+    return {"diff": float(value), **interval(mine - reference)}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
-from lvdr.evaluate.metrics import evaluate, paired_difference
+from lvdr.evaluate.metrics import PAIRED, evaluate, paired_difference
 from lvdr.files import read_json, write_json
 from lvdr.predictions import read_predictions
 
@@ -62,9 +62,6 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
     add_paired_differences(results["methods"], draws)
     write_json(out, results)
     return results
-
-
-PAIRED = ("auc_bin", "mae_ord")
 
 
 def add_paired_differences(methods: dict, draws: dict) -> None:

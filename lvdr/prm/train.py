@@ -225,6 +225,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     log.info("PRM: %.2fM parameters, d %d, %d train / %d val sequences (T <= %d), %s task, %d steps on %s; "
              "checkpoint by %s", sum(p.numel() for p in model.parameters()) / 1e6, d, len(train_seqs), len(val_seqs),
              cfg["t_max"], task, tcfg["steps"], device, tcfg["select"])
+    ramp = tcfg["traj_ramp"] * tcfg["steps"]  # steps over which lambda_traj rises from 0
     bar = tqdm(total=tcfg["steps"], initial=state["step"], desc="train prm", unit="step", mininterval=1.0)
     while state["step"] < tcfg["steps"]:
         seed_step(seed, state["step"])
@@ -239,7 +240,6 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
             out = model(x, depth, mask)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
-            ramp = tcfg["traj_ramp"] * tcfg["steps"]
             terms = losses(cfg, task, out, labels, mask, recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()

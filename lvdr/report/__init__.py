@@ -14,7 +14,7 @@ import pandas as pd
 from lvdr import __version__
 from lvdr.errors import DataError
 from lvdr.files import atomic_path, read_json
-from lvdr.evaluate.metrics import METRICS
+from lvdr.evaluate.metrics import METRICS, PAIRED
 from lvdr.evaluate.paper import paper_rows
 from lvdr.report import figures
 
@@ -72,7 +72,11 @@ def metrics_table(name: str, metrics: dict | None) -> str:
                      *[_fmt(paper[k], 3 if k in ("acc", "auc_ovr") else 2) if paper.get(k) is not None else "—" for k in METRICS]])
     if not rows:
         return ""
-    frame = pd.DataFrame(rows, columns=["method", "source", *[METRIC_COLUMNS[k] for k in METRICS]])
+    return _html_table(pd.DataFrame(rows, columns=["method", "source", *[METRIC_COLUMNS[k] for k in METRICS]]))
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    """A metrics table without the columns that apply to none of its rows (all "—")."""
     frame = frame.loc[:, [c for c in frame.columns if not (frame[c] == "—").all()]]
     return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
 
@@ -85,7 +89,7 @@ def paired_table(metrics: dict | None) -> str:
         if not paired:
             continue
         cells = []
-        for key in ("auc_bin", "mae_ord"):
+        for key in PAIRED:
             d = paired.get(key)
             if d is None:
                 cells.append("—")
@@ -96,8 +100,7 @@ def paired_table(metrics: dict | None) -> str:
         rows.append([html.escape(METHOD_NAMES.get(method, method)), *cells])
     if not rows:
         return ""
-    frame = pd.DataFrame(rows, columns=["method", "AUC (bin) minus LVDR's", "MAE (ord) minus LVDR's"])
-    return frame.to_html(index=False, classes="counts metrics", border=0, escape=False)
+    return _html_table(pd.DataFrame(rows, columns=["method", *[f"{METRIC_COLUMNS[k][:-2]} minus LVDR's" for k in PAIRED]]))
 
 
 def ablation_verdicts(task: str, methods: dict) -> list[str]:
