@@ -11,7 +11,6 @@ met the goal: the demo config is sized to finish within 10 minutes on a 2-core l
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -20,17 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DONE = re.compile(r"lvdr (\S+) done in ([\d.]+) s")
-
-
-def job_times(logs: Path) -> list[tuple[str, float]]:
-    """(job, seconds) from the 'lvdr <stage> done in N s' line every job's log ends with."""
-    times = []
-    for log in sorted(logs.rglob("*.log")):
-        found = DONE.findall(log.read_text(errors="replace"))
-        if found:
-            times.append((str(log.relative_to(logs).with_suffix("")), float(found[-1][1])))
-    return times
+sys.path.insert(0, str(REPO))
+from lvdr.log import job_times  # noqa: E402
 
 
 def main() -> int:

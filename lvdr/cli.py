@@ -35,7 +35,9 @@ which calls these subcommands in order; each can also be run by hand:
     lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
     lvdr train-prm spider  stage 2, the Progressive Refinement Module (LVDR) -> results/spider/lvdr/
     lvdr explain spider    trajectory figures, step size vs evidence -> results/spider/explain/
-    lvdr evaluate spider   every predictions file -> results/spider/metrics.json
+    lvdr evaluate spider --predictions results/spider/predictions/*.parquet results/spider/predictions/*/*.parquet
+                           metrics with patient-bootstrap intervals -> results/spider/metrics.json,
+                           and per method metrics/*.json and roc/*.csv for `dvc metrics show` / `dvc plots show`
     lvdr report            all datasets -> results/report.html
 Configs are YAML files validated against workflow/schemas/config.schema.yaml;
 `lvdr config` prints the resolved config with every default filled in.
@@ -152,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes OUT/model.pt, OUT/curve.csv, OUT/trajectories.npz and the predictions of every "
                                    "sequence (with a `seed` column and, for binary tasks, the decision threshold).")
     _dataset(p)
-    p.add_argument("--variant", metavar="NAME", help="an ablation from prm.ablations (method lvdr_NAME); default: LVDR itself")
+    known = ", ".join(configs.load_schema()["properties"]["prm"]["properties"]["ablations"]["default"])
+    p.add_argument("--variant", metavar="NAME", help=f"an ablation named in the config's prm.ablations (the default config "
+                                                     f"has: {known}), trained as method lvdr_NAME; default: LVDR itself")
     p.add_argument("--seed", type=int, metavar="N", help="training seed (default: the config's seed; the pipeline trains "
                                                           "seed, seed + 1, ... for prm.seeds runs)")
     _prepared(p)
@@ -181,29 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
                        description="Compute binary AUC (from probabilities) and F1, ordinal MAE and macro F1 and "
                                    "balanced accuracy on the test sequences of each predictions file, each with a "
-                                   "bootstrap 95%% interval that resamples patients, and each method's paired "
-                                   "difference from LVDR in AUC and MAE; write them to OUT.")
+                                   "bootstrap 95% interval that resamples patients, and each method's paired "
+                                   "difference from LVDR in AUC and MAE; write them to OUT, and beside it metrics/METHOD.json "
+                                   "(the paper's four metrics, intervals as separate keys) and roc/METHOD.csv for DVC.")
     _dataset(p)
     p.add_argument("--predictions", nargs="+", metavar="FILE", required=True, help="predictions files (METHOD.parquet)")
     _prepared(p)
     p.add_argument("--out", metavar="FILE", help="metrics file (default: results/DATASET/metrics.json)")
     _common(p)
 
-    p = sub.add_parser("summarize", help="collect every dataset's metrics in one file for DVC",
-                       description="Write the point value of every metric of every dataset and method to one flat "
-                                   "JSON file (what `dvc metrics show` reads).")
-    p.add_argument("--metrics", nargs="+", metavar="FILE", required=True, help="per-dataset metrics.json files")
-    p.add_argument("--out", default="results/metrics.json", metavar="FILE", help="summary file (default: results/metrics.json)")
-    _common(p)
-
     p = sub.add_parser("report", help="write the self-contained HTML report",
                        description="Write one self-contained HTML file: per dataset the sequence counts by split "
                                    "and grade, the sequence-length distribution, example slices per grade, the DiffAE "
-                                   "training curve and reconstructions, and the metric tables beside the paper's.")
+                                   "training curve and reconstructions, the metric tables and, apart, the paper's "
+                                   "numbers; the explanation checks with their verdicts; and the run's provenance.")
     p.add_argument("--prepared", default="data/prepared", metavar="DIR",
                    help="folder of prepared datasets (default: data/prepared)")
     p.add_argument("--results", default="results", metavar="DIR", help="folder of per-dataset results (default: results)")
     p.add_argument("--out", default="results/report.html", metavar="FILE", help="report file (default: results/report.html)")
+    p.add_argument("--config-files", nargs="*", default=[], metavar="FILE",
+                   help="the config files the run's config was resolved from, named in the provenance section")
+    p.add_argument("--logs", default="logs", metavar="DIR", help="the pipeline's job logs, for the time per stage (default: logs)")
     _common(p)
     return parser
 
@@ -289,14 +291,10 @@ def run(args) -> None:
 
         evaluate_dataset(args.dataset, args.predictions, args.prepared or f"data/prepared/{args.dataset}",
                          args.out or f"results/{args.dataset}/metrics.json", cfg["evaluate"]["bootstrap"], cfg["seed"])
-    elif args.command == "summarize":
-        from lvdr.evaluate.run import summarize
-
-        summarize(args.metrics, args.out)
     elif args.command == "report":
         from lvdr import report
 
-        report.write(cfg, Path(args.prepared), Path(args.results), Path(args.out))
+        report.write(cfg, Path(args.prepared), Path(args.results), Path(args.out), args.config_files, Path(args.logs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,12 +19,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from scipy.stats import spearmanr, wilcoxon  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lvdr.data import load_prepared  # noqa: E402
-from lvdr.files import atomic_path, write_json  # noqa: E402
+from lvdr.files import atomic_path, write_csv, write_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
     differences = drop_top - drop_random
     p = float(wilcoxon(differences, alternative="greater").pvalue) if np.any(differences != 0) else None
     return {"n_sequences": len(trajs), "fraction": fraction, "repeats": repeats, "mean_k": float(np.mean(counts)),
+            "predicted_classes": sorted(int(c) for c in np.unique(predicted)),
             "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
             "top_beats_random": float(np.mean(differences > 0)), "p": p,
             "per_sequence": {"grade": [tr["grade"] for tr in trajs], "drop_top": drop_top.round(5).tolist(),
@@ -119,7 +121,10 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
 def deletion_figure(result: dict, path: Path, title: str) -> None:
     per = result["per_sequence"]
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    points = ax.scatter(per["drop_random"], per["drop_top"], c=per["grade"], cmap="viridis", s=22, edgecolors="k", lw=0.3)
+    grades = np.asarray(per["grade"])
+    for grade in np.unique(grades):  # one colour and legend entry per grade: grades are discrete
+        ax.scatter(np.asarray(per["drop_random"])[grades == grade], np.asarray(per["drop_top"])[grades == grade],
+                   color=GRADE_COLOURS[int(grade) % len(GRADE_COLOURS)], s=22, edgecolors="k", lw=0.3, label=f"grade {grade}")
     low = min(0.0, *per["drop_random"], *per["drop_top"])
     high = max(*per["drop_random"], *per["drop_top"], 1e-3)
     ax.plot([low, high], [low, high], color="0.5", ls="--", lw=1, label="no better than random")
@@ -127,8 +132,10 @@ def deletion_figure(result: dict, path: Path, title: str) -> None:
     ax.set_ylabel("drop after deleting the largest steps")
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8, loc="upper left")
-    fig.colorbar(points, ax=ax, label="grade")
     _save(fig, path)
+
+
+GRADE_COLOURS = plt.get_cmap("tab10").colors
 
 
 def _pick(trajs: list[dict], per_grade: int, seed: int) -> list[dict]:
@@ -159,11 +166,14 @@ def pca_figure(train: list[dict], shown: list[dict], path: Path, title: str) -> 
     centres = {grade: pca.transform(np.concatenate([t["P"] for t in train if t["grade"] == grade]).mean(0, keepdims=True))[0]
                for grade in sorted({t["grade"] for t in train})}
     middle = np.mean(ax.get_xlim())
-    for grade, centre in centres.items():
+    for i, (grade, centre) in enumerate(sorted(centres.items(), key=lambda item: item[1][1])):
         ax.scatter(*centre, marker="*", s=260, c="red", edgecolors="k", zorder=4)
         inward = -1 if centre[0] > middle else 1  # label towards the middle, so it stays inside the axes
-        ax.annotate(f"grade {grade}", centre, xytext=(7 * inward, 6), textcoords="offset points", color="darkred",
-                    fontsize=9, ha="left" if inward > 0 else "right")
+        # centroids close together: stagger the labels vertically (in order of height) so they do not overlap
+        ax.annotate(f"grade {grade}", centre, xytext=(10 * inward, 12 * (i - (len(centres) - 1) / 2)),
+                    textcoords="offset points", color="darkred", fontsize=9, ha="left" if inward > 0 else "right",
+                    va="center", arrowprops={"arrowstyle": "-", "color": "darkred", "lw": 0.5},
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
     fig.colorbar(points, ax=ax, label="slice index t")
     ax.set_xlabel(f"PC 1 ({pca.explained_variance_ratio_[0]:.0%})")
     ax.set_ylabel(f"PC 2 ({pca.explained_variance_ratio_[1]:.0%})")
@@ -219,13 +229,74 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
+EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
+DELETION_P = 0.05  # and the deletion test this, one-sided
+
+
+def _g(x: float) -> str:
+    """Two significant figures, without a negative zero."""
+    return format(x + 0.0, ".2g")
+
+
+def verdicts(checks: dict) -> dict:
+    """One verdict per reading of a trajectory: (word, sentence), the word one of 'supports',
+    'does not support', 'inconclusive' or 'not applicable'. A model that predicts one class for
+    every test sequence has no decision to explain, so every check is then not applicable."""
+    c, n, d = checks["correlation"], checks["norm"], checks.get("deletion") or {}
+    if len(d.get("predicted_classes", [0, 1])) == 1:
+        why = (f"the model predicts class {d['predicted_classes'][0]} for every test sequence, so its trajectories "
+               "explain no decision")
+        return {key: ("not applicable", why) for key in ("evidence", "deletion", "norm")}
+    out = {}
+    if c["rho"] is None:
+        out["evidence"] = ("not applicable", "no per-slice evidence is recorded for this dataset")
+    elif c["rho"] > 0 and c["p"] < EVIDENCE_P:
+        out["evidence"] = ("supports", f"the trajectory moves most on the slices with the most evidence "
+                                       f"(ρ = {_g(c['rho'])}, p = {_g(c['p'])}, {c['n_steps']} steps)")
+    else:
+        out["evidence"] = ("does not support", f"the step size does not rise with the slice's evidence (ρ = {_g(c['rho'])}, "
+                                               f"p = {_g(c['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+    if not d.get("n_sequences"):
+        out["deletion"] = ("not applicable", "no test sequence has three or more slices, or the test was not run")
+    else:
+        effect = (f"deleting the largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, as many "
+                  f"random slices by {_g(d['drop_random'])} (Wilcoxon p = {'n/a' if d['p'] is None else _g(d['p'])}, "
+                  f"{d['n_sequences']} sequences)")
+        if d["drop_top"] > d["drop_random"] and d["p"] is not None and d["p"] < DELETION_P:
+            out["deletion"] = ("supports", effect)
+        elif d["drop_top"] > d["drop_random"]:
+            out["deletion"] = ("inconclusive", effect + f": the mean favours the largest steps, but not at p < {DELETION_P}")
+        else:
+            out["deletion"] = ("does not support", effect + ": the largest steps matter no more than random slices")
+    if n["rho"] is None:
+        out["norm"] = ("not applicable", "the test sequences hold one grade only")
+    elif n["p"] < EVIDENCE_P:
+        out["norm"] = ("supports", f"a sequence's mean ||P_t|| changes with its grade (ρ = {_g(n['rho'])}, p = {_g(n['p'])})")
+    else:
+        out["norm"] = ("does not support", f"the mean ||P_t|| does not follow the grade (ρ = {_g(n['rho'])}, "
+                                           f"p = {_g(n['p'])}; needs p < {EVIDENCE_P})")
+    return out
+
+
 def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int) -> dict:
     """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
     step size against evidence (Spearman), the norm profile by grade, and the deletion test."""
     checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
     if deletion is not None and (run / "model.pt").exists():
         checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, **deletion)
+    checks["verdicts"] = verdicts(checks)
     return checks
+
+
+def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, deletion: dict | None) -> None:
+    """The first run's step sizes against evidence and its deletion test, as tables for `dvc plots show`
+    (header only where there is nothing to plot)."""
+    steps = [{"seq_id": t["seq_id"], "grade": t["grade"], "t": i + 2, "step_size": float(size),
+              "evidence": float(evidence[t["row"][i + 1]])}
+             for t in test for i, size in enumerate(step_sizes(t["P"]))]
+    write_csv(out_dir / "steps.csv", pd.DataFrame(steps, columns=["seq_id", "grade", "t", "step_size", "evidence"]))
+    per = (deletion or {}).get("per_sequence", {})
+    write_csv(out_dir / "deletion.csv", pd.DataFrame({k: per.get(k, []) for k in ("grade", "drop_random", "drop_top")}))
 
 
 def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
@@ -241,6 +312,7 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
     trajs = load_trajectories(runs[0] / "trajectories.npz")
     if max(len(t["P"]) for t in trajs) < 2:
         summary["note"] = "every sequence is a single image (T = 1): there is no trajectory over depth to explain"
+        write_plot_data(out_dir, [], evidence, None)
         write_json(out_dir / "summary.json", summary)
         return summary
     test = [t for t in trajs if t["split"] == "test"]
@@ -262,6 +334,7 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                  f"; deleting the largest steps lowers P(predicted class) by {d['drop_top']:.3f}, random slices by "
                  f"{d['drop_random']:.3f} (Wilcoxon p = {'n/a' if d['p'] is None else format(d['p'], '.2g')})")
         if i == 0:
+            write_plot_data(out_dir, run_test, evidence, d)
             summary.update(correlation=c, norm=n)
             if d and d["n_sequences"]:
                 summary["deletion"] = d

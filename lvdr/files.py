@@ -48,6 +48,11 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
+def write_csv(path: str | Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 def write_array(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)

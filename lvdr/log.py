@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -23,3 +24,17 @@ def setup(log_file: str | Path | None = None, verbose: bool = False) -> None:
         root.addHandler(handler)
     for noisy in ("matplotlib", "PIL", "fontTools", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+DONE = re.compile(r"lvdr (\S+) done in ([\d.]+) s")
+
+
+def job_times(logs: Path) -> list[tuple[str, float]]:
+    """(job, seconds) from the 'lvdr <stage> done in N s' line every pipeline job's log ends with;
+    a job is its log's path under ``logs`` (rule/dataset...)."""
+    times = []
+    for log in sorted(Path(logs).rglob("*.log")):
+        found = DONE.findall(log.read_text(errors="replace"))
+        if found:
+            times.append((str(log.relative_to(logs).with_suffix("")), float(found[-1][1])))
+    return times

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lvdr.files import atomic_path
+from lvdr.files import atomic_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -124,5 +124,4 @@ class EMA:
 
 def write_curve(path: str | Path, rows: list[dict]) -> None:
     """The training curve as CSV (one row per logged step)."""
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    write_csv(path, pd.DataFrame(rows))

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -5,7 +6,8 @@ import pytest
 
 from lvdr.cli import main
 
-COMMANDS = ["config", "fetch", "prepare", "train-diffae", "cache", "baseline", "evaluate", "summarize", "report"]
+COMMANDS = ["config", "fetch", "prepare", "train-diffae", "cache", "baseline", "train-densenet", "train-prm", "explain",
+            "evaluate", "report"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -16,6 +18,25 @@ def test_help_explains_itself(command, capsys):
     out = capsys.readouterr().out
     assert "usage: lvdr" in out
     assert len(out) > 300
+    assert "%%" not in out
+
+
+def test_every_example_in_the_help_parses():
+    """The top-level help's examples are commands a user will paste: each must be complete."""
+    from lvdr.cli import DESCRIPTION, build_parser
+
+    # each example is "lvdr COMMAND ARGS", then two or more spaces, then what it does
+    examples = [re.split(r"\s{2,}", line.strip())[0].split()[1:] for line in DESCRIPTION.splitlines()
+                if line.strip().startswith("lvdr ")]
+    assert {e[0] for e in examples} == set(COMMANDS) - {"config"}
+    for words in examples:
+        build_parser().parse_args(words)  # argparse exits on a missing required argument
+
+
+def test_variant_help_names_the_known_ablations(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-prm", "--help"])
+    assert "no_traj" in capsys.readouterr().out
 
 
 def test_config_typo_fails_with_the_key(tmp_path, capsys):

@@ -129,8 +129,11 @@ def test_a_collapsed_predictor_is_flagged_in_the_log_and_the_report(tmp_path, ca
     assert results["methods"]["constant"]["predicted_classes"] == [0]
     assert results["methods"]["perfect"]["predicted_classes"] == [0, 1, 2, 3, 4]
     assert "demo constant predicts class 0 for every test sequence" in caplog.text and "perfect" not in caplog.text
-    table = metrics_table("demo", results)
-    assert table.count("predicts class 0 for every sequence") == 1
+    table = metrics_table(results)
+    assert table.count("predicts grade 0 for every sequence") == 1
+    # its binary score is constant too: the flag says so, which is why its F1 (bin) can look fine
+    assert results["methods"]["constant"]["constant_score"] == [(None, pytest.approx(0.4))]
+    assert "the same binary score 0.400" in table
 
 
 def test_seeds_give_mean_sd_each_value_and_an_interval_over_both(tmp_path):

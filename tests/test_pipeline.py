@@ -1,12 +1,19 @@
 """End to end: the Snakemake pipeline on a tiny config, in a scratch project folder."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+from html import unescape
+from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO, TINY
+from lvdr import config as configs
 
 
 def snakemake(workdir, *args):
@@ -14,35 +21,122 @@ def snakemake(workdir, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def test_pipeline_builds_report_and_then_has_nothing_to_do(tmp_path):
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(TINY))
-    done = snakemake(tmp_path, "results/report.html")
-    assert done.returncode == 0, done.stderr[-3000:]
-    html = (tmp_path / "results" / "report.html").read_text()
+def run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A command as a user types it in the project folder, with this Python's tools first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+GIT = ["git", "-c", "user.name=lvdr tests", "-c", "user.email=tests@lvdr.invalid"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project (Snakefile, workflow, package, dvc.yaml) with the tiny config as its
+    config/config.yaml, under git and DVC, after `dvc repro` ran the pipeline stage by stage."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("Snakefile", "dvc.yaml", "environment.yml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    for name in ("workflow", "lvdr"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "config").mkdir()
+    # every key written out: DVC reads the params that dvc.yaml names from this file
+    (root / "config" / "config.yaml").write_text(configs.dump(configs.validate(TINY)))
+    for cmd in (["git", "init", "-q"], [*GIT, "add", "-A"], [*GIT, "commit", "-qm", "tiny"], ["dvc", "init", "-q"]):
+        assert run(cmd, root).returncode == 0, cmd
+    done = run(["dvc", "repro"], root)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return root
+
+
+def test_dvc_repro_builds_the_report(project):
+    html = (project / "results" / "report.html").read_text()
     for name in ("SPIDER", "BraTS", "RetinaMNIST"):
         assert name in html
     assert html.count("data:image/png;base64,") >= 5 + 6  # data, curve and reconstruction figures, all embedded
     assert "DiffAE + LR" in html and "DenseNet121 (training loss)" in html and "paper, Table 1" in html
-    summary = json.loads((tmp_path / "results" / "metrics.json").read_text())
-    assert set(summary) == {"spider", "brats", "retinamnist"}
-    assert set(summary["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}
-    assert set(summary["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
-    assert "LVDR, λ_traj = 0 (ablation)" in html and "auc_bin" in summary["brats"]["diffae_lr"]
-    assert "Do the large steps mark what the model used?" in html  # the deletion test ran and is reported
+    # a reader learns on the first screen that the data are generated, and the paper's rows stand apart
+    assert html.index("Generated demo data") < html.index('id="spider"') and "LVDR (paper)" in html
+    assert "Published numbers (reference only" in html and "Provenance" in html and "The resolved config" in html
+    results = project / "results"
+    dvc_metrics = {ds: {p.stem: json.loads(p.read_text()) for p in (results / ds / "metrics").glob("*.json")}
+                   for ds in ("spider", "brats", "retinamnist")}
+    assert set(dvc_metrics["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}
+    assert set(dvc_metrics["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
+    assert {"auc_bin", "auc_bin_lo", "auc_bin_hi"} <= set(dvc_metrics["brats"]["diffae_lr"])
+    assert "mae_ord" not in dvc_metrics["brats"]["lvdr"] and "auc_bin_sd" in dvc_metrics["spider"]["lvdr"]
+    roc = {p.name for p in (results / "brats" / "roc").iterdir()}  # one curve per predictions file
+    assert {"densenet121.csv", "diffae_lr.csv", f"lvdr_seed{TINY['seed']}.csv"} <= roc
+    assert "LVDR, λ_traj = 0 (ablation)" in html
+    assert "deletion: largest steps matter more" in html and html.count('class="verdict-') >= 2 * 3 * 2
     assert "Each method against LVDR, paired" in html and "MAE (ord) minus LVDR" in html
-    spider = json.loads((tmp_path / "results" / "spider" / "metrics.json").read_text())["methods"]
+    spider = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]
     assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1
     assert set(spider["densenet121"]["vs_lvdr"]) == {"auc_bin", "mae_ord"} and "vs_lvdr" not in spider["lvdr"]
     assert "mean ± sd of 2 seeds" in html and html.count("seeds: ") >= 2 * 5
-    checks = json.loads((tmp_path / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
+    checks = json.loads((project / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
     first = TINY.get("seed", 0)  # prm.seeds runs: seed, seed + 1
-    assert [r["run"] for r in checks] == [f"seed{first}", f"seed{first + 1}"] and "checked for every training seed" in html
-    resolved = list((tmp_path / "results" / "config").iterdir())
+    assert [r["run"] for r in checks] == [f"seed{first}", f"seed{first + 1}"] and "tested on the test sequences of every training seed" in html
+    resolved = list((project / "results" / "config").iterdir())
     for ds in ("spider", "brats", "retinamnist"):  # every job read the config Snakemake resolved
-        assert f"config {resolved[0].relative_to(tmp_path)}" in (tmp_path / "logs" / "prepare" / f"{ds}.log").read_text()
-    again = snakemake(tmp_path, "results/report.html", "--dry-run")
+        assert f"config {resolved[0].relative_to(project)}" in (project / "logs" / "prepare" / f"{ds}.log").read_text()
+
+
+def test_then_snakemake_has_nothing_to_do(project):
+    again = run([sys.executable, "-m", "snakemake", "--cores", "2", "results/report.html", "--dry-run"], project)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+CHECKS = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const width = document.documentElement.clientWidth;
+  const out = document.createElement("pre");
+  out.id = "lvdr-checks";
+  out.textContent = JSON.stringify({
+    images: images.length,
+    broken: images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+    wide: [...document.body.querySelectorAll("*")]  // wider than the window, outside a scrolling box
+      .filter(e => e.getBoundingClientRect().right > width + 1 && !e.closest(".scroll, pre, details:not([open])"))
+      .map(e => e.tagName + (e.id ? "#" + e.id : "")).slice(0, 20),
+    clientWidth: width, scrollWidth: document.documentElement.scrollWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_the_report_renders_in_chromium(project, tmp_path):
+    """Opened in a real browser at 1280 px: every figure loads and nothing runs off the page."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)")
+    page = tmp_path / "report.html"
+    page.write_text((project / "results" / "report.html").read_text().replace("</body>", CHECKS + "</body>"))
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="lvdr-checks">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stderr[-2000:]
+    checks = json.loads(unescape(found.group(1)))
+    assert checks["images"] >= 11 and checks["broken"] == []
+    assert checks["wide"] == [] and checks["scrollWidth"] <= checks["clientWidth"]
+
+
+def test_dvc_shows_metrics_plots_and_runs_an_experiment(project):
+    metrics = run(["dvc", "metrics", "show", "--json"], project)
+    assert metrics.returncode == 0, metrics.stderr
+    assert "results/brats/metrics/lvdr.json" in metrics.stdout and "auc_bin_lo" in metrics.stdout
+    plots = run(["dvc", "plots", "show", "--json"], project)
+    assert plots.returncode == 0 and json.loads(plots.stdout).get("errors") in (None, []), plots.stdout[-2000:]
+    assert "results/spider/roc/densenet121.csv" in plots.stdout and "results/spider/explain/steps.csv" in plots.stdout
+    for cmd in ([*GIT, "add", "-A"], [*GIT, "commit", "-qm", "baseline"]):
+        assert run(cmd, project).returncode == 0
+    experiment = run(["dvc", "exp", "run", "-S", "config/config.yaml:prm.lambda_traj=0"], project)
+    assert experiment.returncode == 0, (experiment.stdout + experiment.stderr)[-3000:]
+    reran = experiment.stdout + experiment.stderr  # only the PRM and what reads it: stage 1 is reused
+    assert "localrule train_prm" in reran and "localrule train_diffae" not in reran
+    diff = run(["dvc", "params", "diff"], project)
+    assert "prm.lambda_traj" in diff.stdout and "0.1" in diff.stdout
 
 
 def test_config_typo_stops_the_pipeline_naming_the_key(tmp_path):
@@ -75,8 +169,7 @@ def test_every_job_reads_the_config_snakemake_resolved(tmp_path):
     done = snakemake(tmp_path, *shlex.split(command)[1:], "--config", *overrides, "--dry-run", "--printshellcmds")
     assert done.returncode == 0, done.stderr[-3000:]
     commands = [line for line in done.stdout.splitlines() if "python -m lvdr " in line]
-    configured = [c for c in commands if "lvdr summarize " not in c]  # summarize only merges metrics files
-    assert len(configured) > 20 and all(c.count("--config ") == 1 and '--config "$LVDR_CONFIG"' in c for c in configured)
+    assert len(commands) > 20 and all(c.count("--config ") == 1 and '--config "$LVDR_CONFIG"' in c for c in commands)
     written = list((tmp_path / "results" / "config").iterdir())
     assert len(written) == 1  # the one resolved config that $LVDR_CONFIG names
     resolved = configs.load(written)

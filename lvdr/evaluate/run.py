@@ -1,4 +1,10 @@
-"""Evaluate every predictions file of a dataset on its test split; collect all datasets in one file."""
+"""Evaluate every predictions file of a dataset on its test split.
+
+Writes the full results (``metrics.json``: every metric with its interval, seeds, paired
+differences), and beside it what DVC reads: ``metrics/<method>.json``, the paper's four metrics
+with their intervals as separate keys (`dvc metrics show`), and ``roc/<method>.csv``, each test
+ROC curve (`dvc plots show`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
 from lvdr.evaluate.metrics import PAIRED, evaluate, paired_difference
-from lvdr.files import read_json, write_json
+from lvdr.files import write_csv, write_json
 from lvdr.predictions import read_predictions
 
 log = logging.getLogger(__name__)
@@ -48,8 +56,11 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
         predicted = sorted(int(c) for c in test.pred.unique())
         collapsed = [(int(g.seed.iloc[0]) if "seed" in g.columns else None, int(g.pred.iloc[0]))
                      for g in runs if g.pred.nunique() == 1]
+        # a constant binary score: AUC 0.5 by construction, and every binary prediction on one side of the threshold
+        constant = [(int(g.seed.iloc[0]) if "seed" in g.columns else None, float(g.p_bin.iloc[0]))
+                    for g in runs if np.ptp(g.p_bin.to_numpy(dtype=float)) < 1e-6]
         results["methods"][method] = {"n_test": len(runs[0]), "n_seeds": len(runs), "predicted_classes": predicted,
-                                      "collapsed": collapsed,
+                                      "collapsed": collapsed, "constant_score": constant,
                                       **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed, cases,
                                                  draws.setdefault(method, {}))}
         for run_seed, cls in collapsed:
@@ -61,7 +72,35 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
                  ", ".join(f"{k} {v['value']:.3f}" + (f" ± {v['sd']:.3f}" if "sd" in v else "") for k, v in shown.items()))
     add_paired_differences(results["methods"], draws)
     write_json(out, results)
+    write_dvc_views(Path(out).parent, results, grouped)
     return results
+
+
+DVC_METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord")  # the paper's four; the report shows the rest
+
+
+def write_dvc_views(folder: Path, results: dict, grouped: dict[str, list[Path]]) -> None:
+    """One small metrics file per method (value, sd over seeds, interval as separate keys) and the ROC
+    curve of each predictions file, replacing whatever an earlier run left there."""
+    for sub in ("metrics", "roc"):
+        for old in (folder / sub).glob("*.*"):
+            old.unlink()
+    for method, values in results["methods"].items():
+        flat = {}
+        for key in DVC_METRICS:
+            v = values.get(key)
+            if v and v.get("value") is not None:
+                flat[key] = round(v["value"], 4)
+                flat.update({f"{key}_{part}": round(v[name], 4) for part, name in (("sd", "sd"), ("lo", "ci_low"),
+                                                                                  ("hi", "ci_high")) if v.get(name) is not None})
+        write_json(folder / "metrics" / f"{method}.json", flat)
+        for path in grouped[method]:
+            frame = read_predictions(path)
+            test = frame[frame.split == "test"]
+            if test.label_bin.nunique() == 2:
+                fpr, tpr, _ = roc_curve(test.label_bin, test.p_bin)
+                name = method if len(grouped[method]) == 1 else f"{method}_{path.stem}"
+                write_csv(folder / "roc" / f"{name}.csv", pd.DataFrame({"fpr": fpr.round(5), "tpr": tpr.round(5)}))
 
 
 def add_paired_differences(methods: dict, draws: dict) -> None:
@@ -75,15 +114,3 @@ def add_paired_differences(methods: dict, draws: dict) -> None:
                                                     values[key]["value"] - methods["lvdr"][key]["value"])
                              for key in PAIRED if key in draws[method] and key in draws["lvdr"]}
 
-
-def summarize(metric_files: list[str | Path], out: str | Path) -> dict:
-    """One flat file of point values, {dataset: {method: {metric: value}}}, for `dvc metrics show`."""
-    summary = {}
-    for path in metric_files:
-        results = read_json(path)
-        summary[results["dataset"]] = {
-            method: {k: v["value"] for k, v in values.items() if isinstance(v, dict) and v.get("value") is not None}
-            for method, values in results["methods"].items()
-        }
-    write_json(out, summary)
-    return summary

@@ -61,5 +61,12 @@ def read_manifest(path: str | Path) -> tuple[dict, Path]:
     return manifest, (path.parent / manifest["root"]).resolve()
 
 
+def provenance(manifest: dict, root: Path) -> dict:
+    """Where a prepared dataset came from, for the report: generated demo or a real release, its
+    folder (relative to the working directory, so the record does not name the machine) and the
+    checksums fetch recorded."""
+    return {"source": manifest["source"], "path": os.path.relpath(root), "checksums": manifest.get("checksums", {})}
+
+
 def resolve(path_in_manifest: str, manifest_path: str | Path) -> Path:
     return (Path(manifest_path).parent / path_in_manifest).resolve()

@@ -7,6 +7,7 @@ labelled in that release.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -63,6 +64,12 @@ def list_cases(root: Path, layout: str) -> tuple[list[dict], list[dict]]:
     return cases, skipped
 
 
+def listing_digest(cases: list[dict]) -> str:
+    """A fingerprint of a BraTS folder without reading gigabytes: sha256 of every case's file names and sizes."""
+    lines = [f"{c['case_id']} {p.name} {p.stat().st_size}" for c in cases for p in (c["flair"], c["seg"])]
+    return f"sha256 of {len(lines)} file names and sizes {hashlib.sha256(chr(10).join(lines).encode()).hexdigest()[:16]}"
+
+
 def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
     from lvdr.fetch import make_demo, user_folder
 
@@ -73,4 +80,4 @@ def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
     _, _, edema_label, channel = LAYOUTS[layout]
     log.info("BraTS %s layout in %s: %d cases, %d skipped", layout, root, len(cases), len(skipped))
     return {"dataset": "brats", "source": source, "root": root, "layout": layout, "edema_label": edema_label,
-            "flair_channel": channel, "cases": cases, "skipped": skipped}
+            "flair_channel": channel, "cases": cases, "skipped": skipped, "checksums": {"listing": listing_digest(cases)}}

@@ -58,4 +58,7 @@ def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
                 ) from None
     npz = root / npz_name(cfg["size"])
     check_npz(npz)
-    return {"dataset": "retinamnist", "source": cfg["source"], "root": root, "npz": npz.name, "size": cfg["size"]}
+    from lvdr.fetch.download import file_md5
+
+    return {"dataset": "retinamnist", "source": cfg["source"], "root": root, "npz": npz.name, "size": cfg["size"],
+            "checksums": {npz.name: f"md5 {file_md5(npz)}"}}

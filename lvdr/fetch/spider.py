@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from lvdr.errors import DataError
-from lvdr.fetch.download import NoNetwork, download, get_json
+from lvdr.fetch.download import NoNetwork, download, file_md5, get_json
 from lvdr.files import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -105,5 +105,6 @@ def fetch(cfg: dict, out_dir: Path, seed: int) -> dict:
         fetch_zenodo(cfg, root)
     check_folder(root)
     extra = {"evidence": EVIDENCE} if (root / EVIDENCE).is_file() else {}
-    return {"dataset": "spider", "source": source, "root": root, "overview": "overview.csv",
-            "gradings": "radiological_gradings.csv", "images": "images", "masks": "masks", **extra}
+    tables = ("overview.csv", "radiological_gradings.csv")
+    return {"dataset": "spider", "source": source, "root": root, "overview": tables[0], "gradings": tables[1],
+            "images": "images", "masks": "masks", "checksums": {t: f"md5 {file_md5(root / t)}" for t in tables}, **extra}

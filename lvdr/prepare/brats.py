@@ -17,7 +17,7 @@ import pandas as pd
 from monai.transforms import ScaleIntensityRange
 
 from lvdr.errors import DataError
-from lvdr.fetch import read_manifest, resolve
+from lvdr.fetch import provenance, read_manifest, resolve
 from lvdr.prepare import parallel_map, to_float16, write_prepared
 from lvdr.prepare.geometry import resize, square_crop
 from lvdr.prepare.splits import train_val_test
@@ -120,6 +120,7 @@ def prepare(cfg: dict, manifest_path: Path, out_dir: Path, seed: int, workers: i
                                                        pcfg["val_fraction"], pcfg["test_fraction"], seed)))
     for _, table in parts:
         table["split"] = table.case_id.map(names)
-    meta = {"evidence": "edema voxels in the slice (from the segmentation)", "num_classes": 2, "task": "binary",
-            "label_level": pcfg["label_level"], "layout": manifest["layout"], "skipped": skipped}
+    meta = {"data": provenance(manifest, root), "evidence": "edema voxels in the slice (from the segmentation)",
+            "num_classes": 2, "task": "binary", "label_level": pcfg["label_level"], "layout": manifest["layout"],
+            "skipped": skipped}
     return write_prepared(out_dir, "brats", parts, meta)

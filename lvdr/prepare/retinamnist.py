@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lvdr.errors import DataError
-from lvdr.fetch import read_manifest
+from lvdr.fetch import provenance, read_manifest
 from lvdr.fetch.retinamnist import check_npz
 from lvdr.prepare import to_float16, write_prepared
 from lvdr.prepare.geometry import resize
@@ -42,5 +42,5 @@ def prepare(cfg: dict, manifest_path: Path, out_dir: Path, seed: int, workers: i
             "evidence": np.nan,
         })
         parts.append((to_float16(images), table))
-    meta = {"evidence": None, "num_classes": 5, "task": "ordinal", "skipped": []}
+    meta = {"data": provenance(manifest, root), "evidence": None, "num_classes": 5, "task": "ordinal", "skipped": []}
     return write_prepared(out_dir, "retinamnist", parts, meta)

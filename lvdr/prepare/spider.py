@@ -15,7 +15,7 @@ import pandas as pd
 from monai.transforms import ScaleIntensityRangePercentiles, Spacing
 
 from lvdr.errors import DataError
-from lvdr.fetch import read_manifest
+from lvdr.fetch import provenance, read_manifest
 from lvdr.prepare import parallel_map, to_float16, write_prepared
 from lvdr.prepare.geometry import resize, square_crop
 from lvdr.prepare.splits import holdout_groups
@@ -172,7 +172,7 @@ def prepare(cfg: dict, manifest_path: Path, out_dir: Path, seed: int, workers: i
         skipped.extend(series_skipped)
     if not parts:
         raise DataError(f"{root}: no graded disc could be extracted")
-    meta = {"evidence": None, "num_classes": 5, "task": "ordinal", "skipped": skipped,
+    meta = {"data": provenance(manifest, root), "evidence": None, "num_classes": 5, "task": "ordinal", "skipped": skipped,
             "graded_rows": {s: int((joined.subset == s).sum()) for s in ("training", "validation")}}
     if evidence:
         meta["evidence"] = "nucleus area of the slice in raw pixels (demo generator's ground truth)"

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from lvdr import __version__
+from lvdr import config as configs
 from lvdr.errors import DataError
 from lvdr.files import atomic_path, read_json
 from lvdr.evaluate.metrics import METRICS, PAIRED
 from lvdr.evaluate.paper import paper_rows
-from lvdr.report import figures
+from lvdr.report import figures, provenance
+from lvdr.report.provenance import data_source
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,9 @@ METRIC_COLUMNS = {"auc_bin": "AUC (bin) ↑", "f1_bin": "F1 (bin) ↑", "mae_ord
                   "balanced_acc": "balanced acc. ↑", "acc": "ACC ↑", "auc_ovr": "AUC (macro one-vs-rest) ↑"}
 
 
-def metrics_table(name: str, metrics: dict | None) -> str:
-    """Measured rows (with bootstrap 95% intervals) above the published rows, labelled apart; a metric
-    that applies to no row of this dataset (ordinal metrics of a binary task) gets no column."""
+def metrics_table(metrics: dict | None) -> str:
+    """This run's measured rows, each with its bootstrap 95% interval; a metric that applies to no row
+    of this dataset (ordinal metrics of a binary task) gets no column."""
     rows = []
     for method, values in (metrics or {}).get("methods", {}).items():
         cells = []
@@ -64,15 +66,60 @@ def metrics_table(name: str, metrics: dict | None) -> str:
             cells.append(cell)
         seeds = values.get("n_seeds", 1)
         source = f"measured (n={values['n_test']} test sequences" + (f"; mean ± sd of {seeds} seeds)" if seeds > 1 else ")")
+        constant = dict(values.get("constant_score", []))
         for run_seed, cls in values.get("collapsed", []):  # a collapsed model: say so beside its numbers
-            source += f"; ⚠ {'' if run_seed is None or seeds == 1 else f'seed {run_seed} '}predicts class {cls} for every sequence"
+            who = "" if run_seed is None or seeds == 1 else f"seed {run_seed} "
+            source += f"; ⚠ {who}predicts grade {cls} for every sequence"
+            if run_seed in constant:  # why its binary F1 can still look fine: one score, one side of the threshold
+                source += (f" and gives every one the same binary score {constant.pop(run_seed):.3f} (so AUC 0.5 and every "
+                           "binary prediction the same)")
+        for run_seed, p in constant.items():
+            who = "" if run_seed is None or seeds == 1 else f"seed {run_seed} "
+            source += f"; ⚠ {who}gives every sequence the same binary score {p:.3f}"
         rows.append([html.escape(METHOD_NAMES.get(method, method)), html.escape(source), *cells])
-    for paper in paper_rows(name):
-        rows.append([html.escape(paper["name"]), html.escape(paper["source"]),
-                     *[_fmt(paper[k], 3 if k in ("acc", "auc_ovr") else 2) if paper.get(k) is not None else "—" for k in METRICS]])
     if not rows:
         return ""
     return _html_table(pd.DataFrame(rows, columns=["method", "source", *[METRIC_COLUMNS[k] for k in METRICS]]))
+
+
+def reference_table(name: str, measured: dict | None) -> str:
+    """The published rows (the LVDR paper's table, MedMNIST v2's benchmark), each name marked with
+    where it was published, in the columns of the measured table (or those the references fill)."""
+    rows = []
+    for paper in paper_rows(name):
+        label = paper["name"].replace(" (Ours)", "")
+        label += " (paper)" if paper["source"].startswith("paper") else " (MedMNIST v2)"
+        rows.append([html.escape(label), html.escape(paper["source"]),
+                     *[_fmt(paper[k], 3 if k in ("acc", "auc_ovr") else 2) if paper.get(k) is not None else "—" for k in METRICS]])
+    if not rows:
+        return ""
+    keep = [k for k in METRICS if any(k in v for v in (measured or {}).get("methods", {}).values())] or list(METRICS)
+    frame = pd.DataFrame(rows, columns=["published result", "source", *[METRIC_COLUMNS[k] for k in METRICS]])
+    frame = frame[["published result", "source", *[METRIC_COLUMNS[k] for k in METRICS if k in keep]]]
+    return _html_table(frame)
+
+
+def metrics_caption(name: str, meta: dict, source_kind: str) -> list[str]:
+    """What a reader must know before comparing this dataset's rows, in the dataset's own terms."""
+    out = []
+    if source_kind == "demo":
+        out.append("Measured on generated demo data: these rows show that every stage runs and learns. They are not "
+                   "comparable with the published rows below, which were measured on the real data.")
+    if name == "spider":
+        out.append("The paper's DiffAE and DenseNet121 rows are Atad et al.'s, computed from hard predictions on "
+                   "SPIDER's validation split; ours use probabilities on the test split (SPIDER's official validation "
+                   "subset, as the paper's own rows). Binary: grade &gt; 0.")
+    elif name == "brats":
+        level = meta.get("label_level", "volume")
+        out.append("Binary: edema present. "
+                   + ("Measured per volume, as the paper reports." if level == "volume" else
+                      "Measured per slab of consecutive slices (brats.prepare.label_level: slab), while the paper "
+                      "reports per volume: the unit differs, and so do the class balance and the number of test items."))
+    elif name == "retinamnist":
+        out.append("One image per case (T = 1), on the official RetinaMNIST test split. MedMNIST v2's rows are that "
+                   "benchmark's published multi-class accuracy and macro one-vs-rest AUC, the metrics medmnist's "
+                   "Evaluator computes (our ACC and AUC (macro one-vs-rest) columns).")
+    return out
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -132,6 +179,7 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     if not meta_path.exists():
         raise DataError(f"{folder}: not prepared (no prepare.json); run `lvdr prepare {name}` first")
     meta = read_json(meta_path)
+    source = data_source(name, meta, cfg["seed"])
     table = pd.read_parquet(folder / "slices.parquet")
     slices = np.load(folder / "slices.npy", mmap_mode="r")
     sequences = table.drop_duplicates("seq_id")
@@ -139,12 +187,13 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
         "name": name,
         "title": TITLES.get(name, name),
         "meta": meta,
+        "source": source,
         "counts": counts_table(sequences),
         "lengths": figures.sequence_lengths(sequences, f"{name}: sequence length") if sequences.n_slices.max() > 1 else None,
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
-        **model_figures(name, results / name, cfg["seed"]),
+        **model_figures(name, results / name, cfg["seed"], meta, source["kind"]),
     }
 
 
@@ -152,7 +201,7 @@ CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet12
           "lvdr/seed{seed}": "LVDR's PRM (total loss, eq. 4; first seed)"}
 
 
-def model_figures(name: str, folder: Path, seed: int) -> dict:
+def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: str) -> dict:
     """Training curves, DiffAE reconstructions and the metric table, for whatever stages have run."""
     out = {"curves": [], "recon": None, "metrics": None}
     for model, label in CURVES.items():
@@ -161,23 +210,32 @@ def model_figures(name: str, folder: Path, seed: int) -> dict:
             out["curves"].append((label, figures.training_curve(pd.read_csv(folder / model / "curve.csv"), f"{name}: {label}")))
     if (folder / "diffae" / "reconstructions.npz").exists():
         with np.load(folder / "diffae" / "reconstructions.npz") as arrays:
-            out["recon"] = figures.reconstructions(dict(arrays), f"{name}: DiffAE reconstructions of test slices")
+            arrays = dict(arrays)
+            out["recon"] = figures.reconstructions(arrays, f"{name}: DiffAE reconstructions of test slices")
+            out["recon_error"] = figures.reconstruction_error(arrays)
     out["explain"] = read_json(folder / "explain" / "summary.json") if (folder / "explain" / "summary.json").exists() else None
     if out["explain"]:
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
-    out["metrics"] = metrics_table(name, metrics)
+    out["metrics"] = metrics_table(metrics)
+    out["reference"] = reference_table(name, metrics)
+    out["caption"] = metrics_caption(name, meta, source_kind)
     out["paired"] = paired_table(metrics)
     out["ablations"] = ablation_verdicts(metrics["task"], metrics["methods"]) if metrics else []
     return out
 
 
-def write(cfg: dict, prepared: Path, results: Path, out: Path) -> Path:
+def write(cfg: dict, prepared: Path, results: Path, out: Path, config_files: list[str] | None = None,
+          logs: Path = Path("logs")) -> Path:
+    """The report; it names its build time and the run's job times, so it differs on every build
+    (DVC keeps it out of its cache: dvc.yaml)."""
     sections = [dataset_section(name, prepared / name, cfg, results) for name in cfg["datasets"]]
     env = jinja2.Environment(loader=jinja2.PackageLoader("lvdr.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
+    facts = provenance.collect(cfg, configs.dump(cfg), config_files or [], logs, {s["name"]: s["meta"] for s in sections})
     html = env.get_template("report.html.j2").render(
-        sections=sections, version=__version__, seed=cfg["seed"],
+        sections=sections, version=__version__, seed=cfg["seed"], provenance=facts,
+        demo=[s for s in sections if s["source"]["kind"] == "demo"],
         created=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     )
     with atomic_path(out) as tmp:

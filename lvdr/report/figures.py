@@ -113,3 +113,19 @@ def reconstructions(arrays: dict, title: str) -> str:
     fig.suptitle(title, y=1.0)
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def reconstruction_error(arrays: dict) -> dict:
+    """MSE and PSNR (images in [0, 1]) of each reconstruction against its original, beside the error
+    of the plainest guess (every original replaced by the shown originals' mean image); a stage 1
+    that does no better than that guess has learned nothing to reconstruct from."""
+    original = np.asarray(arrays["original"], dtype=np.float64)
+
+    def score(guess):
+        mse = float(np.mean((np.asarray(guess, dtype=np.float64) - original) ** 2))
+        return {"mse": mse, "psnr": float(10 * np.log10(1.0 / max(mse, 1e-12)))}
+
+    out = {key: score(arrays[key]) for key in ("ddim", "fresh_noise") if key in arrays}
+    out["mean_image"] = score(np.broadcast_to(original.mean(0, keepdims=True), original.shape))
+    out["no_better_than_guess"] = "ddim" in out and out["ddim"]["mse"] >= out["mean_image"]["mse"]
+    return out

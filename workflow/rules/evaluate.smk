@@ -1,6 +1,8 @@
 rule evaluate:
     output:
-        "results/{ds}/metrics.json",
+        # beside it, evaluate rewrites metrics/<method>.json and roc/<file>.csv for DVC (not declared
+        # here: Snakemake would put a timestamp file into a directory output, and DVC would read it)
+        metrics="results/{ds}/metrics.json",
     input:
         predictions=lambda w: prediction_files(w.ds),
         meta="data/prepared/{ds}/prepare.json",
@@ -17,21 +19,4 @@ rule evaluate:
         "../../environment.yml"
     shell:
         "python -m lvdr evaluate {wildcards.ds} --config \"$LVDR_CONFIG\" --predictions {input.predictions} "
-        "--prepared data/prepared/{wildcards.ds} --out {output} --log {log}"
-
-
-rule summarize:
-    output:
-        "results/metrics.json",
-    input:
-        expand("results/{ds}/metrics.json", ds=DATASETS),
-    log:
-        "logs/summarize.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../../environment.yml"
-    shell:
-        "python -m lvdr summarize --metrics {input} --out {output} --log {log}"
+        "--prepared data/prepared/{wildcards.ds} --out {output.metrics} --log {log}"

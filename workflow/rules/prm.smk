@@ -32,7 +32,8 @@ rule train_prm:
 
 rule explain:
     output:
-        "results/{ds}/explain/summary.json",
+        summary="results/{ds}/explain/summary.json",
+        plots=multiext("results/{ds}/explain/", "steps.csv", "deletion.csv"),  # for `dvc plots show`
     input:
         rules.prepare.output,
         runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),

@@ -7,10 +7,11 @@ rule report:
         densenet=expand("results/{ds}/densenet121/curve.csv", ds=DATASETS),
         prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=PRM_DATASETS, seed=PRM_SEEDS[0]),
         explain=expand("results/{ds}/explain/summary.json", ds=PRM_DATASETS),
-        metrics="results/metrics.json",
+        metrics=expand("results/{ds}/metrics.json", ds=DATASETS),
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:
         report=json.dumps({"datasets": DATASETS, "prm_datasets": PRM_DATASETS, "report": config["report"], "seed": config["seed"]}),
+        config_files=" ".join(f"'{os.path.relpath(f)}'" for f in workflow.configfiles),
     log:
         "logs/report.log",
     threads: 1
@@ -20,4 +21,5 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr report --config \"$LVDR_CONFIG\" --prepared data/prepared --results results --out {output} --log {log}"
+        "python -m lvdr report --config \"$LVDR_CONFIG\" --prepared data/prepared --results results --out {output} "
+        "--config-files {params.config_files} --logs logs --log {log}"
