@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write sequence predictions from averaged slice probabilities.")
     _dataset(p)
     _prepared(p)
-    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/densenet121)")
+    p.add_argument("--seed", type=int, metavar="N", help="training seed (default: the config's seed; the pipeline trains "
+                                                          "seed, seed + 1, ... for densenet.seeds runs)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/densenet121/seedN)")
     p.add_argument("--predictions", metavar="FILE",
-                   help="predictions (default: results/DATASET/predictions/densenet121.parquet)")
+                   help="predictions (default: results/DATASET/predictions/densenet121/seedN.parquet)")
     _threads(p)
     _common(p)
 
@@ -267,9 +269,11 @@ def run(args) -> None:
     elif args.command == "train-densenet":
         from lvdr.baselines.densenet import train as train_densenet
 
+        seed = cfg["seed"] if args.seed is None else args.seed
         train_densenet(cfg["densenet"], args.prepared or f"data/prepared/{args.dataset}",
-                       args.out or f"results/{args.dataset}/densenet121",
-                       args.predictions or f"results/{args.dataset}/predictions/densenet121.parquet", cfg["seed"], cfg["device"])
+                       args.out or f"results/{args.dataset}/densenet121/seed{seed}",
+                       args.predictions or f"results/{args.dataset}/predictions/densenet121/seed{seed}.parquet", seed,
+                       cfg["device"])
     elif args.command == "train-prm":
         from lvdr.prm.train import train as train_prm
 

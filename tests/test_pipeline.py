@@ -54,7 +54,7 @@ def test_dvc_repro_builds_the_report(project):
     for name in ("SPIDER", "BraTS", "RetinaMNIST"):
         assert name in html
     assert html.count("data:image/png;base64,") >= 5 + 6  # data, curve and reconstruction figures, all embedded
-    assert "DiffAE + LR" in html and "DenseNet121 (training loss)" in html and "paper, Table 1" in html
+    assert "DiffAE + LR" in html and "DenseNet121 (training loss; first seed)" in html and "paper, Table 1" in html
     # a reader learns on the first screen that the data are generated, and the paper's rows stand apart
     assert html.index("Generated demo data") < html.index('id="spider"') and "LVDR (paper)" in html
     assert "Published numbers (reference only" in html and "Provenance" in html and "The resolved config" in html

@@ -179,5 +179,5 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     save_torch({"config": cfg, "state_dict": model.state_dict(), "best_step": state["best_step"],
                 "in_channels": images.shape[1], "num_classes": num_classes}, out_dir / "model.pt")
     probs = slice_probabilities(model, data.slices, device)
-    write_predictions(predictions_path, aggregate_slices(data.table, probs))
+    write_predictions(predictions_path, aggregate_slices(data.table, probs).assign(seed=seed))
     return out_dir / "model.pt"

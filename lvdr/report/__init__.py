@@ -197,7 +197,7 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     }
 
 
-CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121": "DenseNet121 (training loss)",
+CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121/seed{seed}": "DenseNet121 (training loss; first seed)",
           "lvdr/seed{seed}": "LVDR's PRM (total loss, eq. 4; first seed)"}
 
 

@@ -48,10 +48,16 @@ def lvdr_methods(ds):
 PRM_SEEDS = [config["seed"] + i for i in range(config["prm"]["seeds"])]
 
 
+# DenseNet121 trains once per seed too (densenet.seeds runs; the demo keeps one).
+DENSENET_SEEDS = [config["seed"] + i for i in range(config["densenet"]["seeds"])]
+
+
 def prediction_files(ds):
-    """Every predictions file the evaluator reads: one per baseline, one per seed of each LVDR method."""
-    return [f"results/{ds}/predictions/{m}.parquet" for m in BASELINES] + [
-        f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS]
+    """Every predictions file the evaluator reads: one per latent baseline, one per seed of DenseNet121
+    and of each LVDR method."""
+    return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES]
+            + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
+            + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
 GPU = 0 if config["device"] == "cpu" else 1
 # One thread per training job: at demo size a second thread speeds a job up by about a quarter
 # (DenseNet: 50 s with 1 thread, 38 s with 2), so two jobs side by side finish sooner than two

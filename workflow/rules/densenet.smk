@@ -1,15 +1,15 @@
 rule train_densenet:
     output:
-        model="results/{ds}/densenet121/model.pt",
-        curve="results/{ds}/densenet121/curve.csv",
-        predictions="results/{ds}/predictions/densenet121.parquet",
+        model="results/{ds}/densenet121/seed{seed}/model.pt",
+        curve="results/{ds}/densenet121/seed{seed}/curve.csv",
+        predictions="results/{ds}/predictions/densenet121/seed{seed}.parquet",
     input:
         rules.prepare.output,
         code=code("baselines/densenet.py", "losses.py", "training.py", "predictions.py"),
     params:
         section=model_section("densenet"),
     log:
-        "logs/train_densenet/{ds}.log",
+        "logs/train_densenet/{ds}_seed{seed}.log",
     threads: TRAIN_THREADS
     resources:
         mem_mb=8000,
@@ -19,4 +19,5 @@ rule train_densenet:
         "../../environment.yml"
     shell:
         "python -m lvdr train-densenet {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
-        "--out results/{wildcards.ds}/densenet121 --predictions {output.predictions} --threads {threads} --log {log}"
+        "--seed {wildcards.seed} --out results/{wildcards.ds}/densenet121/seed{wildcards.seed} "
+        "--predictions {output.predictions} --threads {threads} --log {log}"

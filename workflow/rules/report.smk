@@ -4,7 +4,7 @@ rule report:
     input:
         prepared=expand("data/prepared/{ds}/{f}", ds=DATASETS, f=["slices.npy", "slices.parquet", "prepare.json"]),
         stage1=expand("results/{ds}/diffae/{f}", ds=DATASETS, f=["curve.csv", "reconstructions.npz"]),
-        densenet=expand("results/{ds}/densenet121/curve.csv", ds=DATASETS),
+        densenet=expand("results/{ds}/densenet121/seed{seed}/curve.csv", ds=DATASETS, seed=DENSENET_SEEDS[0]),
         prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=PRM_DATASETS, seed=PRM_SEEDS[0]),
         explain=expand("results/{ds}/explain/summary.json", ds=PRM_DATASETS),
         metrics=expand("results/{ds}/metrics.json", ds=DATASETS),
