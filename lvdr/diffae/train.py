@@ -124,7 +124,7 @@ def reconstruct(model: DiffAE, data: Prepared, cfg: dict, path: Path, seed: int,
     x_t = encode_noise(model.decoder, x0, z, cfg, cfg["ddim_steps"])
     recon = decode(model.decoder, x_t, z, cfg, cfg["ddim_steps"])
     generator = torch.Generator().manual_seed(seed)
-    fresh = decode(model.decoder, torch.randn(x0.shape, generator=generator).to(device), z, cfg, cfg["ddim_steps"])
+    fresh = decode(model.decoder, torch.randn(x0.shape, generator=generator).to(device), z, cfg, cfg["ddim_steps"], clip=True)
     arrays = {name: ((a.cpu().numpy() + 1) / 2).clip(0, 1) for name, a in
               (("original", x0), ("ddim", recon), ("fresh_noise", fresh))}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
