@@ -1,5 +1,7 @@
 """End to end: the Snakemake pipeline on a tiny config, in a scratch project folder."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -137,6 +139,10 @@ def test_dvc_shows_metrics_plots_and_runs_an_experiment(project):
     assert "localrule train_prm" in reran and "localrule train_diffae" not in reran
     diff = run(["dvc", "params", "diff"], project)
     assert "prm.lambda_traj" in diff.stdout and "0.1" in diff.stdout
+    shown = run(["dvc", "exp", "show", "--csv"], project)  # the experiment's own metrics, from DVC's cache
+    rows = list(csv.DictReader(io.StringIO(shown.stdout)))
+    runs = [r for r in rows if r["Experiment"] and r.get("prm.lambda_traj") in ("0", "0.0")]
+    assert runs and runs[0]["results/brats/metrics/lvdr.json:auc_bin"], shown.stdout[-2000:]
 
 
 def test_config_typo_stops_the_pipeline_naming_the_key(tmp_path):
