@@ -1,6 +1,7 @@
 """The PRM's spread over seeds: train LVDR once per seed on the existing stage-1 caches, then print
-each seed's test metrics, the step its checkpoint came from, and the explanation checks
-(step size against evidence, the deletion test, how far apart the grades' ||P_t|| profiles are).
+each seed's test metrics, the step its checkpoint came from, and the explanation checks (step size
+against evidence, raw and relative to the typical step at each index; the deletion test; how far
+apart the grades' ||P_t|| profiles are).
 
 Needs `data/prepared/<ds>` and `results/<ds>/latents` (for example from
 `snakemake --cores 2 results/spider/latents/tokens.npy`). Runs go to a scratch folder, so
@@ -46,7 +47,7 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     from lvdr import config as configs
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
-    from lvdr.explain import deletion_test, evidence_correlation, load_trajectories, norm_separation
+    from lvdr.explain import deletion_test, evidence_correlation, load_trajectories, norm_separation, step_profile
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 
@@ -66,13 +67,15 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     test = frame[frame.split == "test"]
     metrics = point_metrics(test, data.meta["task"], data.num_classes)
     saved = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
-    trajs = [t for t in load_trajectories(out / "trajectories.npz") if t["split"] == "test"]
+    every = load_trajectories(out / "trajectories.npz")
+    trajs = [t for t in every if t["split"] == "test"]
     evidence = data.table.evidence.to_numpy(dtype=float)
     corr = evidence_correlation(trajs, evidence)
+    profiled = evidence_correlation(trajs, evidence, step_profile([t for t in every if t["split"] == "train"]))
     deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed)
     return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
             "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],
-            "rho": corr["rho"], "rho_p": corr["p"], "del_top": deletion["drop_top"], "del_random": deletion["drop_random"],
+            "rho": corr["rho"], "rho_p": corr["p"], "rho_pos": profiled["rho"], "rho_pos_p": profiled["p"], "del_top": deletion["drop_top"], "del_random": deletion["drop_random"],
             "del_p": deletion["p"], "norm": norm_separation(trajs)}
 
 
@@ -93,12 +96,12 @@ def main() -> int:
         futures = [pool.submit(run_one, ds, seed, configs, args.set, scratch) for ds in args.datasets for seed in args.seeds]
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
-          f"{'del top':>8} {'del rnd':>8} {'del p':>7} {'norm rng':>8} {'n rho':>6}")
+          f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'norm rng':>8} {'n rho':>6}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         print(f"{r['dataset']:8} {r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} {fmt(r['auc'], '6.3f')} "
               f"{fmt(r['f1'], '6.3f')} {fmt(r['mae'], '6.3f')} {fmt(r['rho'], '7.3f')} {fmt(r['rho_p'], '8.1e')} "
-              f"{fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
+              f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
     for ds in args.datasets:
         mine = [r for r in rows if r["dataset"] == ds]
         for key in ("auc", "f1", "mae"):

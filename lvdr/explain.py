@@ -5,7 +5,8 @@ index, first and last states marked, each grade's centroid (mean training state)
 (b) ||P_t|| against t, by grade. (c) Step sizes ||P_t - P_{t-1}|| beside a filmstrip of the
 slices, and the rank correlation between step size and the slice's recorded evidence (the demo
 generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
-evidence is? (d) A deletion test of faithfulness: removing the slices where the trajectory moved
+evidence is, and do they still when each step is measured against the model's typical step at that
+point of a sequence? (d) A deletion test of faithfulness: removing the slices where the trajectory moved
 most should change the prediction more than removing as many random slices.
 """
 
@@ -44,12 +45,33 @@ def step_sizes(P: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(P, axis=0), axis=1)
 
 
-def evidence_correlation(trajs: list[dict], evidence: np.ndarray) -> dict:
-    """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence."""
+def step_profile(trajs: list[dict]) -> np.ndarray:
+    """The median step size at each step index (step t = 2, 3, ...) over the given trajectories: the
+    model's typical step at that point of a sequence, whatever the slice shows."""
+    by_index: dict[int, list[float]] = {}
+    for tr in trajs:
+        for i, size in enumerate(step_sizes(tr["P"])):
+            by_index.setdefault(i, []).append(size)
+    return np.array([np.median(by_index[i]) for i in range(len(by_index))]) if by_index else np.ones(0)
+
+
+def evidence_correlation(trajs: list[dict], evidence: np.ndarray, profile: np.ndarray | None = None) -> dict:
+    """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence.
+
+    With ``profile`` (``step_profile`` of the training trajectories) each step is first divided by the
+    typical step at its index. A recurrent memory's steps shrink as it settles, and the evidence
+    often sits at the same places in every scan (a disc's nucleus in the central sagittal slices), so
+    the raw correlation can come from where a slice lies; the profiled one asks whether the model
+    moves more than usual at that point of the sequence where the slice shows more.
+    """
     sizes, values = [], []
     for tr in trajs:
         if len(tr["P"]) > 1:
-            sizes.append(step_sizes(tr["P"]))
+            steps = step_sizes(tr["P"])
+            if profile is not None:
+                typical = profile[np.minimum(np.arange(len(steps)), len(profile) - 1)] if len(profile) else np.ones(len(steps))
+                steps = steps / np.maximum(typical, 1e-12)
+            sizes.append(steps)
             values.append(evidence[tr["row"][1:]])
     if not sizes:
         return {"rho": None, "p": None, "n_steps": 0}
@@ -229,6 +251,7 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
+CHECKS = ("evidence", "position", "deletion", "norm")  # the verdicts, in the report's order
 EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
 DELETION_P = 0.05  # and the deletion test this, one-sided
 
@@ -246,7 +269,7 @@ def verdicts(checks: dict) -> dict:
     if len(d.get("predicted_classes", [0, 1])) == 1:
         why = (f"the model predicts class {d['predicted_classes'][0]} for every test sequence, so its trajectories "
                "explain no decision")
-        return {key: ("not applicable", why) for key in ("evidence", "deletion", "norm")}
+        return {key: ("not applicable", why) for key in CHECKS}
     out = {}
     if c["rho"] is None:
         out["evidence"] = ("not applicable", "no per-slice evidence is recorded for this dataset")
@@ -256,6 +279,19 @@ def verdicts(checks: dict) -> dict:
     else:
         out["evidence"] = ("does not support", f"the step size does not rise with the slice's evidence (ρ = {_g(c['rho'])}, "
                                                f"p = {_g(c['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+    a = checks.get("correlation_position") or {"rho": None}
+    if a["rho"] is None:
+        out["position"] = ("not applicable", "no per-slice evidence is recorded, or no training trajectory gives the "
+                                             "typical step at each point of a sequence")
+    elif a["rho"] > 0 and a["p"] < EVIDENCE_P:
+        out["position"] = ("supports", f"where a slice shows more, the step is larger than the model's typical step at "
+                                       f"that point of a sequence (ρ = {_g(a['rho'])}, p = {_g(a['p'])})")
+    else:
+        why = (f"relative to the model's typical step at each point of a sequence, the step size does not rise with "
+               f"the evidence (ρ = {_g(a['rho'])}, p = {_g(a['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+        if out["evidence"][0] == "supports":
+            why += ": the raw correlation comes from where the evidence slices lie in a sequence, not from what they show"
+        out["position"] = ("does not support", why)
     if not d.get("n_sequences"):
         out["deletion"] = ("not applicable", "no test sequence has three or more slices, or the test was not run")
     else:
@@ -278,10 +314,14 @@ def verdicts(checks: dict) -> dict:
     return out
 
 
-def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int) -> dict:
+def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int,
+               train: list[dict] | None = None) -> dict:
     """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
-    step size against evidence (Spearman), the norm profile by grade, and the deletion test."""
+    step size against evidence (Spearman; with ``train`` also relative to the typical step at each point
+    of a sequence), the norm profile by grade, and the deletion test."""
     checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
+    if train:
+        checks["correlation_position"] = evidence_correlation(test, evidence, step_profile(train))
     if deletion is not None and (run / "model.pt").exists():
         checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, **deletion)
     checks["verdicts"] = verdicts(checks)
@@ -324,11 +364,15 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                  f"{name}: step size ||P_t - P_(t-1)|| (bars) and the slice read at step t")
     summary["figures"] = ["pca.png", "norms.png", "steps.png"]
     for i, run in enumerate(tqdm(runs, desc=f"{name}: checks per seed", unit="run", disable=len(runs) < 2)):
-        run_test = test if i == 0 else [t for t in load_trajectories(run / "trajectories.npz") if t["split"] == "test"]
-        checks = run_checks(run, run_test, evidence, latents, deletion, seed)
+        run_trajs = trajs if i == 0 else load_trajectories(run / "trajectories.npz")
+        run_test = [t for t in run_trajs if t["split"] == "test"]
+        checks = run_checks(run, run_test, evidence, latents, deletion, seed, [t for t in run_trajs if t["split"] == "train"])
         c, n, d = checks["correlation"], checks["norm"], checks.get("deletion")
-        log.info("%s %s: Spearman rho(step size, evidence) = %s; ||P_t|| grade means range %s (rho with grade %s)%s",
+        a = checks.get("correlation_position") or {"rho": None}
+        log.info("%s %s: Spearman rho(step size, evidence) = %s, relative to the typical step at each index %s; "
+                 "||P_t|| grade means range %s (rho with grade %s)%s",
                  name, run.name, "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p = {c['p']:.2g}, {c['n_steps']} steps)",
+                 "n/a" if a["rho"] is None else f"{a['rho']:.3f} (p = {a['p']:.2g})",
                  "n/a" if n["range"] is None else f"{n['range']:.3f}", "n/a" if n["rho"] is None else f"{n['rho']:.2f}",
                  "" if not d or not d["n_sequences"] else
                  f"; deleting the largest steps lowers P(predicted class) by {d['drop_top']:.3f}, random slices by "

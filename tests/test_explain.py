@@ -1,10 +1,14 @@
-"""The verdict sentences the report prints under each explanation check."""
+"""The explanation checks and the verdict sentences the report prints under each of them."""
 
-from lvdr.explain import verdicts
+import numpy as np
+
+from lvdr.explain import evidence_correlation, step_profile, verdicts
 
 
-def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3):
+def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
+           pos_rho=0.2, pos_p=1e-3):
     return {"correlation": {"rho": rho, "p": p, "n_steps": 120},
+            "correlation_position": {"rho": pos_rho, "p": pos_p, "n_steps": 120},
             "norm": {"rho": norm_rho, "p": norm_p, "range": 0.3, "grade_means": {0: 1.0, 1: 1.3}},
             "deletion": {"n_sequences": 20, "drop_top": drop_top, "drop_random": drop_random, "p": del_p,
                          "predicted_classes": list(classes)}}
@@ -12,13 +16,13 @@ def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=
 
 def test_a_model_that_learned_gets_supporting_verdicts():
     v = verdicts(checks())
-    assert [v[k][0] for k in ("evidence", "deletion", "norm")] == ["supports"] * 3
+    assert [v[k][0] for k in ("evidence", "position", "deletion", "norm")] == ["supports"] * 4
     assert "ρ = 0.3, p = 0.0001" in v["evidence"][1]
 
 
 def test_each_failed_check_says_so():
-    v = verdicts(checks(rho=-0.21, p=2.8e-6, drop_top=0.01, drop_random=0.02, norm_p=0.4))
-    assert [v[k][0] for k in ("evidence", "deletion", "norm")] == ["does not support"] * 3
+    v = verdicts(checks(rho=-0.21, p=2.8e-6, drop_top=0.01, drop_random=0.02, norm_p=0.4, pos_rho=-0.1))
+    assert [v[k][0] for k in ("evidence", "position", "deletion", "norm")] == ["does not support"] * 4
     assert "ρ = -0.21" in v["evidence"][1]
     assert verdicts(checks(del_p=0.3))["deletion"][0] == "inconclusive"
 
@@ -32,3 +36,41 @@ def test_a_collapsed_model_has_nothing_to_explain():
 def test_tiny_effects_print_without_negative_zero():
     v = verdicts(checks(drop_top=-0.0, drop_random=0.0))
     assert "-0" not in v["deletion"][1]
+
+
+def test_a_raw_correlation_that_position_explains_is_called_out():
+    v = verdicts(checks(pos_rho=-0.01, pos_p=0.9))
+    assert v["evidence"][0] == "supports" and v["position"][0] == "does not support"
+    assert "where the evidence slices lie" in v["position"][1]
+
+
+def trajectories(step_of, n_seq, length, rng):
+    """Trajectories whose step at index i (slice i + 1) has size step_of(i, evidence of that slice)."""
+    out, evidence = [], []
+    for s in range(n_seq):
+        ev = rng.uniform(0, 1, length)
+        P = np.zeros((length, 2))
+        for i in range(1, length):
+            P[i] = P[i - 1] + [step_of(i - 1, ev[i]), 0.0]
+        rows = np.arange(length) + s * length
+        out.append({"P": P, "row": rows, "grade": 0, "split": "test"})
+        evidence.append(ev)
+    return out, np.concatenate(evidence)
+
+
+def test_position_profile_separates_a_settling_memory_from_one_that_reads_evidence():
+    rng = np.random.default_rng(0)
+    # a memory whose steps only shrink as it settles, on scans whose evidence also falls along the sequence
+    settling, _ = trajectories(lambda i, e: 0.7 ** i * rng.uniform(0.9, 1.1), 40, 10, rng)
+    ev = np.concatenate([np.linspace(1, 0, 10) + rng.uniform(0, 0.1, 10) for _ in range(40)])
+    train, _ = trajectories(lambda i, e: 0.7 ** i * rng.uniform(0.9, 1.1), 40, 10, rng)
+    raw = evidence_correlation(settling, ev)
+    profiled = evidence_correlation(settling, ev, step_profile(train))
+    assert raw["rho"] > 0.5 and raw["p"] < 1e-6
+    assert abs(profiled["rho"]) < 0.15 and profiled["p"] > 0.01
+    # a memory that also moves with what the slice shows keeps its correlation once position is removed
+    reading, ev2 = trajectories(lambda i, e: 0.7 ** i * (0.5 + e), 40, 10, rng)
+    train2, _ = trajectories(lambda i, e: 0.7 ** i * (0.5 + e), 40, 10, rng)
+    profiled2 = evidence_correlation(reading, ev2, step_profile(train2))
+    assert profiled2["rho"] > 0.5 and profiled2["p"] < 1e-6
+    assert np.allclose(step_profile([]), [])
