@@ -71,12 +71,13 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     trajs = [t for t in every if t["split"] == "test"]
     evidence = data.table.evidence.to_numpy(dtype=float)
     corr = evidence_correlation(trajs, evidence)
-    profiled = evidence_correlation(trajs, evidence, step_profile([t for t in every if t["split"] == "train"]))
-    deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed)
+    profile = step_profile([t for t in every if t["split"] == "train"])
+    profiled = evidence_correlation(trajs, evidence, profile)
+    deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed, profile=profile)
     return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
             "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],
             "rho": corr["rho"], "rho_p": corr["p"], "rho_pos": profiled["rho"], "rho_pos_p": profiled["p"], "del_top": deletion["drop_top"], "del_random": deletion["drop_random"],
-            "del_p": deletion["p"], "norm": norm_separation(trajs)}
+            "del_p": deletion["p"], "del_usual": deletion.get("drop_usual"), "del_usual_p": deletion.get("p_usual"), "norm": norm_separation(trajs)}
 
 
 def main() -> int:
@@ -96,12 +97,12 @@ def main() -> int:
         futures = [pool.submit(run_one, ds, seed, configs, args.set, scratch) for ds in args.datasets for seed in args.seeds]
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
-          f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'norm rng':>8} {'n rho':>6}")
+          f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'norm rng':>8} {'n rho':>6}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         print(f"{r['dataset']:8} {r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} {fmt(r['auc'], '6.3f')} "
               f"{fmt(r['f1'], '6.3f')} {fmt(r['mae'], '6.3f')} {fmt(r['rho'], '7.3f')} {fmt(r['rho_p'], '8.1e')} "
-              f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
+              f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['del_usual'], '9.3f')} {fmt(r['del_usual_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
     for ds in args.datasets:
         mine = [r for r in rows if r["dataset"] == ds]
         for key in ("auc", "f1", "mae"):

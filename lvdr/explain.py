@@ -96,13 +96,17 @@ def norm_separation(trajs: list[dict]) -> dict:
             "rho": None if rho is None else float(rho), "p": None if p is None else float(p)}
 
 
-def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, repeats: int, seed: int) -> dict:
+def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, repeats: int, seed: int,
+                  profile: np.ndarray | None = None) -> dict:
     """Faithfulness of the step sizes: delete the largest-step slices, or as many random ones, and re-run the PRM.
 
     The effect on a sequence is the drop in the probability of the class it predicts from all of
     its slices. The first slice has no step and is never deleted. If the trajectory marks what the
     model used, deleting its largest steps costs more than deleting random slices; a one-sided
-    Wilcoxon signed-rank test over sequences says how sure that is.
+    Wilcoxon signed-rank test over sequences says how sure that is. With ``profile``
+    (``step_profile`` of the training trajectories) the same is asked against deleting the slices
+    at the indices where the model usually moves most: do this scan's own largest steps matter
+    more than the places where any scan's do?
     """
     from lvdr.diffae.cache import load_latents
     from lvdr.prm.train import Sequence, load_prm, run_sequences
@@ -118,26 +122,38 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
         keep = np.setdiff1d(np.arange(len(tr["P"])), drop)
         return Sequence(tr["seq_id"], tr["split"], tr["grade"], -1, tr["row"][keep], tr["depth"][keep])
 
+    usual = profile is not None and len(profile) > 0
     runs, counts = [], []
     for tr in trajs:
         sizes = step_sizes(tr["P"])  # sizes[i] belongs to slice i + 1
         k = max(1, round(fraction * len(sizes)))
         runs += [without(tr, []), without(tr, np.argsort(-sizes, kind="stable")[:k] + 1)]
+        if usual:
+            typical = profile[np.minimum(np.arange(len(sizes)), len(profile) - 1)]
+            runs.append(without(tr, np.argsort(-typical, kind="stable")[:k] + 1))
         runs += [without(tr, rng.choice(len(sizes), k, replace=False) + 1) for _ in range(repeats)]
         counts.append(k)
     probs = np.stack([r["probs"] for r in run_sequences(model, runs, tokens, "cpu", latents=False)])
-    probs = probs.reshape(len(trajs), 2 + repeats, -1)
+    probs = probs.reshape(len(trajs), 2 + usual + repeats, -1)
     predicted = probs[:, 0].argmax(1)
-    kept = probs[np.arange(len(trajs)), :, predicted]  # (sequences, 2 + repeats): P(predicted class)
-    drop_top, drop_random = kept[:, 0] - kept[:, 1], (kept[:, :1] - kept[:, 2:]).mean(1)
-    differences = drop_top - drop_random
-    p = float(wilcoxon(differences, alternative="greater").pvalue) if np.any(differences != 0) else None
-    return {"n_sequences": len(trajs), "fraction": fraction, "repeats": repeats, "mean_k": float(np.mean(counts)),
-            "predicted_classes": sorted(int(c) for c in np.unique(predicted)),
-            "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
-            "top_beats_random": float(np.mean(differences > 0)), "p": p,
-            "per_sequence": {"grade": [tr["grade"] for tr in trajs], "drop_top": drop_top.round(5).tolist(),
-                             "drop_random": drop_random.round(5).tolist()}}
+    kept = probs[np.arange(len(trajs)), :, predicted]  # (sequences, runs per sequence): P(predicted class)
+    drop_top, drop_random = kept[:, 0] - kept[:, 1], (kept[:, :1] - kept[:, 2 + usual:]).mean(1)
+    out = {"n_sequences": len(trajs), "fraction": fraction, "repeats": repeats, "mean_k": float(np.mean(counts)),
+           "predicted_classes": sorted(int(c) for c in np.unique(predicted)),
+           "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
+           "top_beats_random": float(np.mean(drop_top > drop_random)), "p": _greater(drop_top - drop_random),
+           "per_sequence": {"grade": [tr["grade"] for tr in trajs], "drop_top": drop_top.round(5).tolist(),
+                            "drop_random": drop_random.round(5).tolist()}}
+    if usual:
+        drop_usual = kept[:, 0] - kept[:, 2]
+        out.update(drop_usual=float(drop_usual.mean()), p_usual=_greater(drop_top - drop_usual))
+        out["per_sequence"]["drop_usual"] = drop_usual.round(5).tolist()
+    return out
+
+
+def _greater(differences: np.ndarray) -> float | None:
+    """One-sided Wilcoxon signed-rank p that the differences are positive (None when all are zero)."""
+    return float(wilcoxon(differences, alternative="greater").pvalue) if np.any(differences != 0) else None
 
 
 def deletion_figure(result: dict, path: Path, title: str) -> None:
@@ -251,7 +267,7 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
-CHECKS = ("evidence", "position", "deletion", "norm")  # the verdicts, in the report's order
+CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm")  # the verdicts, in the report's order
 EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
 DELETION_P = 0.05  # and the deletion test this, one-sided
 
@@ -304,6 +320,23 @@ def verdicts(checks: dict) -> dict:
             out["deletion"] = ("inconclusive", effect + f": the mean favours the largest steps, but not at p < {DELETION_P}")
         else:
             out["deletion"] = ("does not support", effect + ": the largest steps matter no more than random slices")
+    if d.get("drop_usual") is None:
+        out["deletion_position"] = ("not applicable", "the deletion test was not run against the usual positions")
+    else:
+        effect = (f"deleting this scan's largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, "
+                  f"deleting the slices where the model usually moves most by {_g(d['drop_usual'])} "
+                  f"(Wilcoxon p = {'n/a' if d['p_usual'] is None else _g(d['p_usual'])})")
+        if out["deletion"][0] == "does not support":  # a refinement of the deletion test cannot outdo it
+            out["deletion_position"] = ("does not support", effect + "; the largest steps matter no more than "
+                                                                      "random slices to begin with")
+        elif d["drop_top"] > d["drop_usual"] and d["p_usual"] is not None and d["p_usual"] < DELETION_P:
+            out["deletion_position"] = (("supports", effect) if out["deletion"][0] == "supports" else
+                                        ("inconclusive", effect + ", but the deletion test itself is inconclusive"))
+        elif d["drop_top"] > d["drop_usual"]:
+            out["deletion_position"] = ("inconclusive", effect + f": the mean favours the scan's own steps, but not at p < {DELETION_P}")
+        else:
+            out["deletion_position"] = ("does not support", effect + ": where the steps are large matters no more than "
+                                                                      "where they usually are")
     if n["rho"] is None:
         out["norm"] = ("not applicable", "the test sequences hold one grade only")
     elif n["p"] < EVIDENCE_P:
@@ -320,10 +353,11 @@ def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, delet
     step size against evidence (Spearman; with ``train`` also relative to the typical step at each point
     of a sequence), the norm profile by grade, and the deletion test."""
     checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
+    profile = step_profile(train) if train else None
     if train:
-        checks["correlation_position"] = evidence_correlation(test, evidence, step_profile(train))
+        checks["correlation_position"] = evidence_correlation(test, evidence, profile)
     if deletion is not None and (run / "model.pt").exists():
-        checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, **deletion)
+        checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, profile=profile, **deletion)
     checks["verdicts"] = verdicts(checks)
     return checks
 

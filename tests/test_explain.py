@@ -6,25 +6,31 @@ from lvdr.explain import evidence_correlation, step_profile, verdicts
 
 
 def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
-           pos_rho=0.2, pos_p=1e-3):
+           pos_rho=0.2, pos_p=1e-3, drop_usual=0.1, p_usual=0.01):
     return {"correlation": {"rho": rho, "p": p, "n_steps": 120},
             "correlation_position": {"rho": pos_rho, "p": pos_p, "n_steps": 120},
             "norm": {"rho": norm_rho, "p": norm_p, "range": 0.3, "grade_means": {0: 1.0, 1: 1.3}},
             "deletion": {"n_sequences": 20, "drop_top": drop_top, "drop_random": drop_random, "p": del_p,
+                         "drop_usual": drop_usual, "p_usual": p_usual,
                          "predicted_classes": list(classes)}}
 
 
 def test_a_model_that_learned_gets_supporting_verdicts():
     v = verdicts(checks())
-    assert [v[k][0] for k in ("evidence", "position", "deletion", "norm")] == ["supports"] * 4
+    assert [v[k][0] for k in ("evidence", "position", "deletion", "deletion_position", "norm")] == ["supports"] * 5
     assert "ρ = 0.3, p = 0.0001" in v["evidence"][1]
 
 
 def test_each_failed_check_says_so():
-    v = verdicts(checks(rho=-0.21, p=2.8e-6, drop_top=0.01, drop_random=0.02, norm_p=0.4, pos_rho=-0.1))
-    assert [v[k][0] for k in ("evidence", "position", "deletion", "norm")] == ["does not support"] * 4
+    v = verdicts(checks(rho=-0.21, p=2.8e-6, drop_top=0.01, drop_random=0.02, norm_p=0.4, pos_rho=-0.1, drop_usual=0.05))
+    assert [v[k][0] for k in ("evidence", "position", "deletion", "deletion_position", "norm")] == ["does not support"] * 5
     assert "ρ = -0.21" in v["evidence"][1]
     assert verdicts(checks(del_p=0.3))["deletion"][0] == "inconclusive"
+    assert verdicts(checks(p_usual=0.3))["deletion_position"][0] == "inconclusive"
+    # no stronger than the deletion test it refines
+    assert verdicts(checks(drop_top=-0.004, drop_random=0.003, drop_usual=-0.009))["deletion_position"][0] == "does not support"
+    assert verdicts(checks(del_p=0.3))["deletion_position"][0] == "inconclusive"
+    assert verdicts({**checks(), "deletion": {**checks()["deletion"], "drop_usual": None}})["deletion_position"][0] == "not applicable"
 
 
 def test_a_collapsed_model_has_nothing_to_explain():

@@ -246,6 +246,15 @@ def test_deletion_test_compares_largest_steps_with_random_slices(tmp_path, monke
     assert set(full["s3"]["row"]) - set(top.rows) == set(full["s3"]["row"][np.argsort(-sizes)[:2] + 1])
     again = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0)
     assert again["drop_top"] == result["drop_top"] and again["drop_random"] == result["drop_random"]  # seeded
+    # against the usual positions: one more run per sequence, deleting where the profile is largest
+    read.clear()
+    profile = np.array([0.1, 0.9, 0.2, 0.8, 0.3])  # typical step at indices 0..4: largest at 1, then 3
+    usual = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0,
+                          profile=profile)
+    assert len(read) == 3 * (3 + 3) and usual["drop_top"] == result["drop_top"] and "p_usual" in usual
+    at_usual = next(s for s in read[2::6] if s.seq_id == "s3")  # 9 slices, 8 steps: k = 2, indices 1 and 3 (+ 1)
+    assert set(full["s3"]["row"]) - set(at_usual.rows) == set(full["s3"]["row"][[2, 4]])
+    assert len(usual["per_sequence"]["drop_usual"]) == 3
 
 
 def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
