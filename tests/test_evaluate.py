@@ -231,3 +231,20 @@ def test_accuracy_and_macro_auc_are_medmnists():
     assert m["auc_ovr"] == pytest.approx(getAUC(grades[:, None], probs, "multi-class"))
     binary = point_metrics(ordinal_frame(grades > 0, probs[:, :2] / probs[:, :2].sum(1, keepdims=True)), "binary", 2)
     assert binary["acc"] is None and binary["auc_ovr"] is None
+
+
+def test_expected_calibration_error_of_calibrated_and_overconfident_scores():
+    from sklearn.calibration import calibration_curve
+
+    from lvdr.evaluate.metrics import calibration_bins, expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20000)
+    y = rng.uniform(0, 1, p.size) < p  # outcomes drawn with exactly the stated probabilities
+    assert expected_calibration_error(y, p) < 0.02
+    overconfident = np.where(p > 0.5, 0.99, 0.01)  # certain, but right only as often as p says
+    assert expected_calibration_error(y, overconfident) > 0.2
+    # the same as sklearn's reliability curve, weighted by how many scores fall in each bin
+    truth, mean_p = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    counts = np.bincount(calibration_bins(p), minlength=10)
+    assert expected_calibration_error(y, p) == pytest.approx(np.sum(counts[counts > 0] * np.abs(truth - mean_p)) / p.size)

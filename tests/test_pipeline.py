@@ -75,6 +75,9 @@ def test_dvc_repro_builds_the_report(project):
     spider = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]
     assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1
     assert set(spider["densenet121"]["vs_lvdr"]) == {"auc_bin", "mae_ord"} and "vs_lvdr" not in spider["lvdr"]
+    # calibration: ECE with its interval for every method, and a reliability diagram per dataset
+    assert "ci_low" in spider["lvdr"]["ece_bin"] and sum(spider["diffae_lr"]["reliability"]["n"]) == spider["diffae_lr"]["n_test"]
+    assert "ECE (bin) ↓" in html and html.count("reliability diagram") >= 3
     assert "mean ± sd of 2 seeds" in html and html.count("seeds: ") >= 2 * 5
     checks = json.loads((project / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
     first = TINY.get("seed", 0)  # prm.seeds runs: seed, seed + 1

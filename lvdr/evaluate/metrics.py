@@ -8,7 +8,10 @@ use ``grade`` and ``pred``; for binary tasks they are not defined (None). Balanc
 compares ``pred`` with ``grade``: over the grades for graded tasks, over the two classes for
 binary ones. ``acc`` and ``auc_ovr`` are defined for graded tasks: accuracy of ``pred`` and the
 mean over grades of the AUC of ``p_<grade>`` for that grade against the rest (as ``medmnist.Evaluator``
-computes them), NaN when a grade is missing from the test set.
+computes them), NaN when a grade is missing from the test set. ``ece_bin`` is the expected
+calibration error of ``p_bin``: over ten equal-width bins of the score, the share-weighted gap
+between the mean score and the share of positives (0 for a calibrated model; a constant 0.5 on a
+balanced set also scores 0, which is why AUC stands beside it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord", "balanced_acc", "acc", "auc_ovr")
+METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord", "balanced_acc", "acc", "auc_ovr", "ece_bin")
+ECE_BINS = 10
+
+
+def calibration_bins(p: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The bin of each probability: ten equal-width bins over [0, 1], the last one closed."""
+    return np.minimum((np.asarray(p, dtype=float) * bins).astype(int), bins - 1)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Sum over bins of (share of the sequences in the bin) x |share of positives - mean probability|."""
+    return float(_ece(np.ones((1, len(p))), np.asarray(y, dtype=float), np.asarray(p, dtype=float), bins)[0])
 
 
 def threshold_of(frame: pd.DataFrame) -> np.ndarray | float:
@@ -38,6 +52,7 @@ def point_metrics(frame: pd.DataFrame, task: str, num_classes: int) -> dict[str,
         "balanced_acc": float(balanced_accuracy_score(grade, pred)),
         "acc": None,
         "auc_ovr": None,
+        "ece_bin": expected_calibration_error(y_bin, p_bin),
     }
     if task == "ordinal":
         out["mae_ord"] = float(np.abs(grade - pred).mean())
@@ -69,7 +84,7 @@ def resample_metrics(frame: pd.DataFrame, task: str, num_classes: int, weights: 
     grade, pred = frame.grade.to_numpy(), frame.pred.to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {"auc_bin": _auc(w, y_bin, p_bin), "f1_bin": _f1(w, y_bin, p_bin >= threshold_of(frame)), "mae_ord": None,
-               "f1_ord": None, "acc": None, "auc_ovr": None}
+               "f1_ord": None, "acc": None, "auc_ovr": None, "ece_bin": _ece(w, y_bin.astype(float), p_bin)}
         classes = np.union1d(grade, pred) if task == "binary" else np.arange(num_classes)
         hits = np.stack([w @ ((grade == c) & (pred == c)) for c in classes], 1)
         support = np.stack([w @ (grade == c) for c in classes], 1)
@@ -90,6 +105,12 @@ def _auc(w: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
     pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     w_pos, w_neg = w[:, truth], w[:, ~truth]
     return np.einsum("bi,ij,bj->b", w_pos, pairs, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
+
+
+def _ece(w: np.ndarray, truth: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """Weighted expected calibration error: sum over bins of |sum of w (truth - p) in the bin| / sum of w."""
+    member = calibration_bins(p, bins)[None, :] == np.arange(bins)[:, None]  # (bins, n)
+    return np.abs((w * (truth - p)) @ member.T).sum(1) / w.sum(1)
 
 
 def _f1(w: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
-from lvdr.evaluate.metrics import PAIRED, evaluate, paired_difference
+from lvdr.evaluate.metrics import ECE_BINS, PAIRED, calibration_bins, evaluate, paired_difference
 from lvdr.files import write_csv, write_json
 from lvdr.predictions import read_predictions
 
@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 def method_of(path: Path) -> str:
     """``predictions/<method>.parquet``, or ``predictions/<method>/seed<k>.parquet`` for a method trained once per seed."""
     return path.parent.name if re.fullmatch(r"seed\d+", path.stem) else path.stem
+
+
+def reliability(y: np.ndarray, p: np.ndarray) -> dict:
+    """The reliability diagram's points of a binary score (every seed's test rows pooled): per non-empty
+    bin of ``calibration_bins``, the mean score, the share of positives and the count."""
+    bins = calibration_bins(p)
+    keep = [b for b in range(ECE_BINS) if (bins == b).any()]
+    return {"mean_p": [round(float(p[bins == b].mean()), 4) for b in keep],
+            "frac_pos": [round(float(y[bins == b].mean()), 4) for b in keep],
+            "n": [int((bins == b).sum()) for b in keep]}
 
 
 def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_dir: str | Path, out: str | Path,
@@ -61,6 +71,7 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
                     for g in runs if np.ptp(g.p_bin.to_numpy(dtype=float)) < 1e-6]
         results["methods"][method] = {"n_test": len(runs[0]), "n_seeds": len(runs), "predicted_classes": predicted,
                                       "collapsed": collapsed, "constant_score": constant,
+                                      "reliability": reliability(test.label_bin.to_numpy(), test.p_bin.to_numpy(dtype=float)),
                                       **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed, cases,
                                                  draws.setdefault(method, {}))}
         for run_seed, cls in collapsed:

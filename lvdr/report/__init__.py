@@ -48,7 +48,8 @@ def _fmt(value, digits=3) -> str:
 
 
 METRIC_COLUMNS = {"auc_bin": "AUC (bin) ↑", "f1_bin": "F1 (bin) ↑", "mae_ord": "MAE (ord) ↓", "f1_ord": "F1 (ord) ↑",
-                  "balanced_acc": "balanced acc. ↑", "acc": "ACC ↑", "auc_ovr": "AUC (macro one-vs-rest) ↑"}
+                  "balanced_acc": "balanced acc. ↑", "acc": "ACC ↑", "auc_ovr": "AUC (macro one-vs-rest) ↑",
+                  "ece_bin": "ECE (bin) ↓"}
 
 
 def metrics_table(metrics: dict | None) -> str:
@@ -218,6 +219,8 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(metrics)
+    out["reliability"] = figures.reliability(metrics["methods"], METHOD_NAMES, f"{name}: calibration of the binary score (test)") \
+        if metrics else None
     out["reference"] = reference_table(name, metrics)
     out["caption"] = metrics_caption(name, meta, source_kind)
     out["paired"] = paired_table(metrics)

@@ -94,6 +94,31 @@ def training_curve(curve: pd.DataFrame, title: str, y: str = "loss") -> str:
     return to_data_uri(fig)
 
 
+def reliability(methods: dict, names: dict, title: str) -> str | None:
+    """Reliability diagram of every method's binary score: share of positives against mean score per
+    bin (marker area: sequences in the bin), the diagonal being perfect calibration; ECE in the legend."""
+    shown = {m: v for m, v in methods.items() if v.get("reliability", {}).get("n")}
+    if not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfectly calibrated")
+    for method, values in shown.items():
+        r = values["reliability"]
+        ece = values.get("ece_bin", {}).get("value")
+        label = names.get(method, method) + ("" if ece is None else f" (ECE {ece:.3f})")
+        line, = ax.plot(r["mean_p"], r["frac_pos"], "-", lw=1.2, alpha=0.8)
+        ax.scatter(r["mean_p"], r["frac_pos"], s=12 + 200 * np.asarray(r["n"]) / max(sum(r["n"]), 1),
+                   color=line.get_color(), edgecolors="k", lw=0.3, label=label)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("mean predicted probability (binary score, per bin)")
+    ax.set_ylabel("share of positive sequences")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=7, loc="upper left")
+    sns.despine(fig)
+    return to_data_uri(fig)
+
+
 def reconstructions(arrays: dict, title: str) -> str:
     """Rows: originals, DDIM reconstruction through (z, x_T), decode of z from fresh noise."""
     rows = [("original", "original"), ("ddim", "DDIM(z, x_T)"), ("fresh_noise", "z + fresh noise")]
