@@ -55,6 +55,12 @@ def step_profile(trajs: list[dict]) -> np.ndarray:
     return np.array([np.median(by_index[i]) for i in range(len(by_index))]) if by_index else np.ones(0)
 
 
+def typical_steps(profile: np.ndarray, n: int) -> np.ndarray:
+    """The typical step (``step_profile``) at each of a sequence's n step indices; indices beyond the
+    longest training sequence take its last value, and an empty profile gives ones (no adjustment)."""
+    return profile[np.minimum(np.arange(n), len(profile) - 1)] if len(profile) else np.ones(n)
+
+
 def evidence_correlation(trajs: list[dict], evidence: np.ndarray, profile: np.ndarray | None = None) -> dict:
     """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence.
 
@@ -69,8 +75,7 @@ def evidence_correlation(trajs: list[dict], evidence: np.ndarray, profile: np.nd
         if len(tr["P"]) > 1:
             steps = step_sizes(tr["P"])
             if profile is not None:
-                typical = profile[np.minimum(np.arange(len(steps)), len(profile) - 1)] if len(profile) else np.ones(len(steps))
-                steps = steps / np.maximum(typical, 1e-12)
+                steps = steps / np.maximum(typical_steps(profile, len(steps)), 1e-12)
             sizes.append(steps)
             values.append(evidence[tr["row"][1:]])
     if not sizes:
@@ -129,8 +134,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
         k = max(1, round(fraction * len(sizes)))
         runs += [without(tr, []), without(tr, np.argsort(-sizes, kind="stable")[:k] + 1)]
         if usual:
-            typical = profile[np.minimum(np.arange(len(sizes)), len(profile) - 1)]
-            runs.append(without(tr, np.argsort(-typical, kind="stable")[:k] + 1))
+            runs.append(without(tr, np.argsort(-typical_steps(profile, len(sizes)), kind="stable")[:k] + 1))
         runs += [without(tr, rng.choice(len(sizes), k, replace=False) + 1) for _ in range(repeats)]
         counts.append(k)
     probs = np.stack([r["probs"] for r in run_sequences(model, runs, tokens, "cpu", latents=False)])

@@ -30,6 +30,11 @@ def method_of(path: Path) -> str:
     return path.parent.name if re.fullmatch(r"seed\d+", path.stem) else path.stem
 
 
+def seed_of(run: pd.DataFrame) -> int | None:
+    """The training seed of one run's predictions (None for a method trained once, without a seed column)."""
+    return int(run.seed.iloc[0]) if "seed" in run.columns else None
+
+
 def reliability(y: np.ndarray, p: np.ndarray) -> dict:
     """The reliability diagram's points of a binary score (every seed's test rows pooled): per non-empty
     bin of ``calibration_bins``, the mean score, the share of positives and the count."""
@@ -48,27 +53,24 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
     results = {"dataset": dataset, "task": meta["task"], "methods": {}, "bootstrap": {"resamples": n_boot, "unit": "patient"}}
     draws: dict[str, dict] = {}
     grouped: dict[str, list[Path]] = {}
+    tests: dict[Path, pd.DataFrame] = {}  # each predictions file's test rows, read once
     for path in map(Path, prediction_files):
         grouped.setdefault(method_of(path), []).append(path)
     for method, paths in grouped.items():
-        frames = []
         for path in paths:
             frame = read_predictions(path)
-            test = frame[frame.split == "test"]
-            if test.empty:
+            tests[path] = frame[frame.split == "test"]
+            if tests[path].empty:
                 raise DataError(f"{path}: no test sequences to evaluate")
-            frames.append(test)
-        test = pd.concat(frames, ignore_index=True)
+        test = pd.concat([tests[path] for path in paths], ignore_index=True)
         if len(paths) > 1 and ("seed" not in test.columns or test.seed.nunique() != len(paths)):
             raise DataError(f"{', '.join(map(str, paths))}: several predictions files for {method} need one distinct "
                             "`seed` each")
         runs = [g for _, g in test.groupby("seed")] if "seed" in test.columns else [test]
         predicted = sorted(int(c) for c in test.pred.unique())
-        collapsed = [(int(g.seed.iloc[0]) if "seed" in g.columns else None, int(g.pred.iloc[0]))
-                     for g in runs if g.pred.nunique() == 1]
+        collapsed = [(seed_of(g), int(g.pred.iloc[0])) for g in runs if g.pred.nunique() == 1]
         # a constant binary score: AUC 0.5 by construction, and every binary prediction on one side of the threshold
-        constant = [(int(g.seed.iloc[0]) if "seed" in g.columns else None, float(g.p_bin.iloc[0]))
-                    for g in runs if np.ptp(g.p_bin.to_numpy(dtype=float)) < 1e-6]
+        constant = [(seed_of(g), float(g.p_bin.iloc[0])) for g in runs if np.ptp(g.p_bin.to_numpy(dtype=float)) < 1e-6]
         results["methods"][method] = {"n_test": len(runs[0]), "n_seeds": len(runs), "predicted_classes": predicted,
                                       "collapsed": collapsed, "constant_score": constant,
                                       "reliability": reliability(test.label_bin.to_numpy(), test.p_bin.to_numpy(dtype=float)),
@@ -83,16 +85,16 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
                  ", ".join(f"{k} {v['value']:.3f}" + (f" ± {v['sd']:.3f}" if "sd" in v else "") for k, v in shown.items()))
     add_paired_differences(results["methods"], draws)
     write_json(out, results)
-    write_dvc_views(Path(out).parent, results, grouped)
+    write_dvc_views(Path(out).parent, results, grouped, tests)
     return results
 
 
 DVC_METRICS = ("auc_bin", "f1_bin", "mae_ord", "f1_ord")  # the paper's four; the report shows the rest
 
 
-def write_dvc_views(folder: Path, results: dict, grouped: dict[str, list[Path]]) -> None:
+def write_dvc_views(folder: Path, results: dict, grouped: dict[str, list[Path]], tests: dict[Path, pd.DataFrame]) -> None:
     """One small metrics file per method (value, sd over seeds, interval as separate keys) and the ROC
-    curve of each predictions file, replacing whatever an earlier run left there."""
+    curve of each predictions file (``tests``: its test rows), replacing whatever an earlier run left there."""
     for sub in ("metrics", "roc"):
         for old in (folder / sub).glob("*.*"):
             old.unlink()
@@ -106,8 +108,7 @@ def write_dvc_views(folder: Path, results: dict, grouped: dict[str, list[Path]])
                                                                                   ("hi", "ci_high")) if v.get(name) is not None})
         write_json(folder / "metrics" / f"{method}.json", flat)
         for path in grouped[method]:
-            frame = read_predictions(path)
-            test = frame[frame.split == "test"]
+            test = tests[path]
             if test.label_bin.nunique() == 2:
                 fpr, tpr, _ = roc_curve(test.label_bin, test.p_bin)
                 name = method if len(grouped[method]) == 1 else f"{method}_{path.stem}"

@@ -68,15 +68,17 @@ def metrics_table(metrics: dict | None) -> str:
         seeds = values.get("n_seeds", 1)
         source = f"measured (n={values['n_test']} test sequences" + (f"; mean ± sd of {seeds} seeds)" if seeds > 1 else ")")
         constant = dict(values.get("constant_score", []))
+
+        def who(run_seed) -> str:
+            return "" if run_seed is None or seeds == 1 else f"seed {run_seed} "
+
         for run_seed, cls in values.get("collapsed", []):  # a collapsed model: say so beside its numbers
-            who = "" if run_seed is None or seeds == 1 else f"seed {run_seed} "
-            source += f"; ⚠ {who}predicts grade {cls} for every sequence"
+            source += f"; ⚠ {who(run_seed)}predicts grade {cls} for every sequence"
             if run_seed in constant:  # why its binary F1 can still look fine: one score, one side of the threshold
                 source += (f" and gives every one the same binary score {constant.pop(run_seed):.3f} (so AUC 0.5 and every "
                            "binary prediction the same)")
         for run_seed, p in constant.items():
-            who = "" if run_seed is None or seeds == 1 else f"seed {run_seed} "
-            source += f"; ⚠ {who}gives every sequence the same binary score {p:.3f}"
+            source += f"; ⚠ {who(run_seed)}gives every sequence the same binary score {p:.3f}"
         rows.append([html.escape(METHOD_NAMES.get(method, method)), html.escape(source), *cells])
     if not rows:
         return ""
