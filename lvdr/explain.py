@@ -117,7 +117,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
     from lvdr.prm.train import Sequence, load_prm, run_sequences
 
     model = load_prm(model_path)
-    _, tokens = load_latents(latents_dir)  # memory-mapped: only the test sequences' rows are read
+    features = load_latents(latents_dir)  # memory-mapped: only the test sequences' rows are read
     rng = np.random.default_rng([seed, 7])
     trajs = [tr for tr in trajs if len(tr["P"]) >= 3]
     if not trajs:
@@ -137,7 +137,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
             runs.append(without(tr, np.argsort(-typical_steps(profile, len(sizes)), kind="stable")[:k] + 1))
         runs += [without(tr, rng.choice(len(sizes), k, replace=False) + 1) for _ in range(repeats)]
         counts.append(k)
-    probs = np.stack([r["probs"] for r in run_sequences(model, runs, tokens, "cpu", latents=False)])
+    probs = np.stack([r["probs"] for r in run_sequences(model, runs, features, "cpu", latents=False)])
     probs = probs.reshape(len(trajs), 2 + usual + repeats, -1)
     predicted = probs[:, 0].argmax(1)
     kept = probs[np.arange(len(trajs)), :, predicted]  # (sequences, runs per sequence): P(predicted class)

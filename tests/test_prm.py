@@ -8,7 +8,7 @@ from lvdr import config as configs
 from lvdr.prm.model import PRM
 from lvdr.prm.train import even_subsample, losses, trajectory_loss
 
-K, C, D = 4, 6, 16  # tokens per slice, token channels, model width
+K, C, D, Z = 4, 6, 16, 8  # tokens per slice, token channels, model width, slice-latent width
 
 
 def prm_config(**changes):
@@ -22,16 +22,17 @@ def inputs(lengths, seed=0):
     tokens = torch.randn(len(lengths), t, K, C, generator=g)
     depth = torch.arange(t, dtype=torch.float32).expand(len(lengths), t).clone()
     mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
-    return tokens, depth, mask
+    codes = torch.randn(len(lengths), t, Z, generator=g)
+    return tokens, depth, mask, codes
 
 
 def test_padding_does_not_change_a_sequence():
     torch.manual_seed(0)
-    model = PRM(C, K, D, 5, prm_config()).eval()
-    tokens, depth, mask = inputs([3, 7, 5])
+    model = PRM(C, K, D, 5, prm_config(), Z).eval()
+    tokens, depth, mask, codes = inputs([3, 7, 5])
     with torch.no_grad():
-        alone = model(tokens[:1, :3], depth[:1, :3], mask[:1, :3], latents=True)
-        batched = model(tokens, depth, mask, latents=True)
+        alone = model(tokens[:1, :3], depth[:1, :3], mask[:1, :3], codes[:1, :3], latents=True)
+        batched = model(tokens, depth, mask, codes, latents=True)
     torch.testing.assert_close(alone["logits"][0], batched["logits"][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(alone["z_sem"][0], batched["z_sem"][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(alone["P"][0], batched["P"][0, :3], atol=1e-5, rtol=1e-5)
@@ -40,7 +41,7 @@ def test_padding_does_not_change_a_sequence():
 
 def test_pooling_is_invariant_to_slot_order():
     torch.manual_seed(0)
-    model = PRM(C, K, D, 5, prm_config()).eval()
+    model = PRM(C, K, D, 5, prm_config(), Z).eval()
     slots = torch.randn(2, 5, D)
     permuted = slots[:, torch.randperm(5)]
     with torch.no_grad():
@@ -68,10 +69,10 @@ def test_attention_computes_what_torch_multihead_attention_computes():
 @pytest.mark.parametrize("update", ["gru", "layernorm", "none"])
 def test_memory_update_bounds_the_state_only_where_promised(update):
     torch.manual_seed(0)
-    model = PRM(C, K, D, 5, prm_config(memory_update=update, dropout=0.0, stochastic_depth=0.0)).eval()
-    tokens, depth, mask = inputs([30, 30, 30])
+    model = PRM(C, K, D, 5, prm_config(memory_update=update, dropout=0.0, stochastic_depth=0.0), Z).eval()
+    tokens, depth, mask, codes = inputs([30, 30, 30])
     with torch.no_grad():
-        norms = model(5 * tokens, depth, mask)["P"].norm(dim=-1)  # (B, T)
+        norms = model(5 * tokens, depth, mask, codes)["P"].norm(dim=-1)  # (B, T)
     if update == "gru":  # bounded by the GRU's tanh range, but free to vary between steps and sequences
         assert norms.max() <= D**0.5 and norms.std() > 0.02
     elif update == "layernorm":  # the mean of unit-variance slots: pinned near a constant
@@ -83,10 +84,10 @@ def test_memory_update_bounds_the_state_only_where_promised(update):
 def test_gru_keeps_its_memory_when_the_gate_says_so():
     torch.manual_seed(0)
     cfg = prm_config(dropout=0.0, stochastic_depth=0.0, gru_keep_bias=50.0)  # update gate saturated at "keep"
-    model = PRM(C, K, D, 5, cfg).eval()
-    tokens, depth, mask = inputs([6])
+    model = PRM(C, K, D, 5, cfg, Z).eval()
+    tokens, depth, mask, codes = inputs([6])
     with torch.no_grad():
-        P = model(tokens, depth, mask)["P"][0]
+        P = model(tokens, depth, mask, codes)["P"][0]
     torch.testing.assert_close(P, model.slots.mean(0).expand(6, -1), atol=1e-5, rtol=1e-5)
 
 
@@ -111,9 +112,9 @@ def test_checkpoint_selection_rules():
 
 def test_single_slice_sequences_run():
     torch.manual_seed(0)
-    model = PRM(C, K, D, 5, prm_config())
-    tokens, depth, mask = inputs([1, 1])
-    out = model(tokens, depth, mask, latents=True)
+    model = PRM(C, K, D, 5, prm_config(), Z)
+    tokens, depth, mask, codes = inputs([1, 1])
+    out = model(tokens, depth, mask, codes, latents=True)
     assert out["P"].shape == (2, 1, D) and out["z"].shape == (2, 1, D) and out["logits"].shape == (2, 5)
     assert trajectory_loss(out["P"], mask).item() == 0.0
 
@@ -138,18 +139,18 @@ def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():
 def test_tiny_prm_overfits_a_handful_of_sequences():
     torch.manual_seed(0)
     cfg = prm_config(dropout=0.0, slot_dropout=0.0, stochastic_depth=0.0)
-    model = PRM(C, K, D, 3, cfg)
-    tokens, depth, mask = inputs([4, 6, 3, 5, 2, 6], seed=1)
+    model = PRM(C, K, D, 3, cfg, Z)
+    tokens, depth, mask, codes = inputs([4, 6, 3, 5, 2, 6], seed=1)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
-        out = model(tokens, depth, mask)
+        out = model(tokens, depth, mask, codes)
         loss = torch.nn.functional.cross_entropy(out["logits"], labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    assert (model(tokens, depth, mask)["logits"].argmax(1) == labels).all()
+    assert (model(tokens, depth, mask, codes)["logits"].argmax(1) == labels).all()
 
 
 @pytest.mark.parametrize("n,t_max", [(5, 8), (40, 32), (33, 32), (100, 7)])
@@ -168,7 +169,8 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
 
     dae = train_diffae(diffae_config, spider_prepared, tmp_path / "dae", seed=1, device_name="cpu")
     build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
-    cfg = {**prm_config(), "recon_k": 2, "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2}}
+    cfg = {**prm_config(), "recon_k": 2,
+           "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2}}
     half = {**cfg, "train": {**cfg["train"], "steps": 2}}
     run = lambda c, name: train(c, spider_prepared, tmp_path / "latents", dae, tmp_path / name,  # noqa: E731
                                 tmp_path / f"{name}.parquet", seed=4, device_name="cpu")
@@ -197,7 +199,7 @@ def test_ablation_variant_overrides_the_config():
 def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):
     from lvdr.training import Checkpoints, config_hash, model_signature
 
-    old, new = PRM(C, K, D, 5, prm_config(blocks=1)), PRM(C, K, D, 5, prm_config(blocks=2))
+    old, new = PRM(C, K, D, 5, prm_config(blocks=1), Z), PRM(C, K, D, 5, prm_config(blocks=2), Z)
     Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).save({"step": 3, "model": old.state_dict()})
     assert Checkpoints(tmp_path, config_hash({"model": model_signature(old)})).load()["step"] == 3
     assert Checkpoints(tmp_path, config_hash({"model": model_signature(new)})).load() is None
@@ -210,16 +212,17 @@ def _saved_prm_and_cache(tmp_path, lengths):
 
     torch.manual_seed(0)
     cfg = prm_config()
-    save_torch({"config": cfg, "state_dict": PRM(C, K, D, 5, cfg).state_dict(), "d": D, "token_shape": (K, C),
-                "num_classes": 5}, tmp_path / "model.pt")
+    save_torch({"config": cfg, "state_dict": PRM(C, K, D, 5, cfg, Z).state_dict(), "d": D, "token_shape": (K, C),
+                "code_dim": Z, "num_classes": 5}, tmp_path / "model.pt")
     (tmp_path / "latents").mkdir()
     tokens = np.random.default_rng(0).normal(size=(sum(lengths), K, C)).astype(np.float16)
     np.save(tmp_path / "latents" / "tokens.npy", tokens)
-    np.save(tmp_path / "latents" / "z.npy", np.zeros((sum(lengths), D), np.float16))
+    z = np.random.default_rng(1).normal(size=(sum(lengths), Z)).astype(np.float32)
+    np.save(tmp_path / "latents" / "z.npy", z)
     starts = np.cumsum([0, *lengths])
     seqs = [Sequence(f"s{i}", "test", i % 5, int(i % 5 > 0), np.arange(starts[i], starts[i + 1]), np.arange(n))
             for i, n in enumerate(lengths)]
-    results = run_sequences(load_prm(tmp_path / "model.pt"), seqs, tokens, "cpu")
+    results = run_sequences(load_prm(tmp_path / "model.pt"), seqs, (z, tokens), "cpu")
     return [{"seq_id": s.seq_id, "split": s.split, "grade": s.grade, "P": r["P"], "row": s.rows, "depth": s.depth}
             for s, r in zip(seqs, results)]
 
@@ -264,3 +267,27 @@ def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
     result = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=1.0, repeats=2, seed=0)
     assert result["per_sequence"]["drop_top"] == result["per_sequence"]["drop_random"]
     assert result["top_beats_random"] == 0.0 and result["p"] is None
+
+
+def test_inputs_are_standardised_with_the_training_statistics():
+    """A shared offset and scale on every input (the same sequences seen through another DiffAE's
+    latents) changes nothing once the PRM standardises with the statistics of what it is given."""
+    from lvdr.prm.train import channel_statistics
+
+    rng = np.random.default_rng(0)
+    array = rng.normal(3.0, 0.05, size=(50, K, C)).astype(np.float16)
+    rows = np.arange(0, 50, 2)
+    stats = channel_statistics(array, rows, chunk=7)  # chunked reads give the statistics of all rows at once
+    picked = array[rows].astype(np.float64).reshape(-1, C)
+    np.testing.assert_allclose(stats.numpy(), np.stack([picked.mean(0), picked.std(0)]), rtol=1e-5)
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(), Z).eval()
+    tokens, depth, mask, codes = inputs([4, 6])
+    unit = (torch.stack([torch.zeros(C), torch.ones(C)]), torch.stack([torch.zeros(Z), torch.ones(Z)]))
+    model.set_input_statistics(*unit)
+    with torch.no_grad():
+        plain = model(tokens, depth, mask, codes)["logits"]
+        model.set_input_statistics(torch.stack([torch.full((C,), 5.0), torch.full((C,), 0.1)]),
+                                   torch.stack([torch.full((Z,), -2.0), torch.full((Z,), 3.0)]))
+        shifted = model(5.0 + 0.1 * tokens, depth, mask, -2.0 + 3.0 * codes)["logits"]
+    torch.testing.assert_close(plain, shifted, atol=1e-4, rtol=1e-4)

@@ -4,7 +4,9 @@ L = L_recon + l_traj L_traj + l_ord L_ord + l_cls L_cls, where L_recon is the st
 noise-prediction loss conditioned on z_sem at K random slices of the sequence, L_traj the mean
 cosine distance of P_t to P_T, L_ord the ordinal loss (graded datasets) and L_cls binary CE or
 focal loss (binary datasets), class-weighted by default. A fixed number of steps under AdamW with
-a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The
+a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The PRM
+standardises its inputs (patch tokens and z) with the training slices' per-channel mean and sd,
+kept in the model, so grading a new scan later applies exactly the same scaling. The
 kept checkpoint is the best on validation MAE (graded) or AUC (binary) as in the paper, the
 lowest validation loss, or the last (``prm.train.select``); a killed run resumes from its last checkpoint.
 For binary tasks the decision threshold on p_bin is chosen on validation (``prm.binary_threshold``)
@@ -70,18 +72,34 @@ def sequences(data: Prepared, t_max: int) -> list[Sequence]:
     return sorted(out, key=lambda s: order[s.seq_id])
 
 
-def collate(batch: list[Sequence], tokens: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence: tokens (B, T, K, c), depth (B, T), mask (B, T)."""
+def collate(batch: list[Sequence], features, device) -> dict:
+    """The PRM's inputs for a batch, padded to its longest sequence: tokens (B, T, K, c), codes (B, T, d_z),
+    depth (B, T), mask (B, T). ``features`` is the latent cache's (z, tokens), row-aligned with the slices."""
+    z, tokens = features
     t = max(len(s.rows) for s in batch)
-    k, c = tokens.shape[1:]
-    x = np.zeros((len(batch), t, k, c), np.float32)
+    x = np.zeros((len(batch), t, *tokens.shape[1:]), np.float32)
+    codes = np.zeros((len(batch), t, z.shape[1]), np.float32)
     depth = np.zeros((len(batch), t), np.float32)
     mask = np.zeros((len(batch), t), bool)
     for i, s in enumerate(batch):
         x[i, :len(s.rows)] = tokens[s.rows]
+        codes[i, :len(s.rows)] = z[s.rows]
         depth[i, :len(s.rows)] = s.depth
         mask[i, :len(s.rows)] = True
-    return torch.from_numpy(x).to(device), torch.from_numpy(depth).to(device), torch.from_numpy(mask).to(device)
+    return {name: torch.from_numpy(a).to(device) for name, a in
+            (("tokens", x), ("codes", codes), ("depth", depth), ("mask", mask))}
+
+
+def channel_statistics(array: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> torch.Tensor:
+    """Mean and sd (2, c) of the last axis of array[rows] over every other axis, read chunk by chunk (the
+    memory-mapped token cache of a real dataset does not fit in memory) and summed in float64."""
+    total, squares, count = 0.0, 0.0, 0
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(array[rows[start:start + chunk]], np.float64).reshape(-1, array.shape[-1])
+        total, squares, count = total + block.sum(0), squares + (block ** 2).sum(0), count + len(block)
+    mean = total / count
+    sd = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    return torch.as_tensor(np.stack([mean, np.maximum(sd, 1e-6)]), dtype=torch.float32)
 
 
 def trajectory_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -138,9 +156,9 @@ def lr_factor(step: int, total: int, warmup_fraction: float, schedule: str) -> f
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def validate(model: PRM, cfg: dict, task: str, seqs: list[Sequence], tokens, device) -> dict:
+def validate(model: PRM, cfg: dict, task: str, seqs: list[Sequence], features, device) -> dict:
     """Validation MAE (graded) or AUC (binary), and the unweighted grading loss, of ``model``."""
-    results = run_sequences(model, seqs, tokens, device, latents=False)
+    results = run_sequences(model, seqs, features, device, latents=False)
     probs = torch.as_tensor(np.stack([r["probs"] for r in results]))
     labels = torch.as_tensor([s.grade for s in seqs])
     loss = grading_loss(cfg, task, probs.clamp_min(1e-7).log(), labels).item()  # log-probabilities act as logits
@@ -159,15 +177,15 @@ def improves(select: str, task: str, row: dict, best: float | None) -> tuple[boo
 
 
 @torch.no_grad()
-def run_sequences(model: PRM, seqs: list[Sequence], tokens, device, batch_size: int = 64,
+def run_sequences(model: PRM, seqs: list[Sequence], features, device, batch_size: int = 64,
                   latents: bool = True) -> list[dict]:
-    """Eval-mode outputs per sequence: class probabilities and, with ``latents``, its (unpadded) trajectory."""
+    """Eval-mode outputs per sequence: class probabilities and, with ``latents``, its (unpadded) trajectory.
+    ``features``: the latent cache's (z, tokens)."""
     model.eval()
     results = []
     for start in range(0, len(seqs), batch_size):
         batch = seqs[start:start + batch_size]
-        x, depth, mask = collate(batch, tokens, device)
-        out = model(x, depth, mask, latents=latents)
+        out = model(**collate(batch, features, device), latents=latents)
         probs = out["logits"].float().softmax(1).cpu().numpy()
         for i, s in enumerate(batch):
             n = len(s.rows)
@@ -189,7 +207,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
           device_name: str = "auto") -> Path:
     out_dir = Path(out_dir)
     data = load_prepared(prepared_dir)
-    _, tokens = load_latents(latents_dir)  # memory-mapped float16: a batch reads only its rows (real BraTS: ~11 GB)
+    features = load_latents(latents_dir)  # memory-mapped (z, tokens): a batch reads only its rows (real BraTS: ~11 GB)
+    tokens = features[1]
     task, num_classes = data.meta["task"], data.num_classes
     device = pick_device(device_name)
     tcfg = cfg["train"]
@@ -206,7 +225,9 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     decoder.train(cfg["finetune_decoder"]).requires_grad_(cfg["finetune_decoder"])
     scheduler = DDPMScheduler(num_train_timesteps=diffae_cfg["timesteps"], schedule=diffae_cfg["beta_schedule"])
     torch.manual_seed(seed)
-    model = PRM(tokens.shape[2], tokens.shape[1], d, num_classes, cfg).to(device)
+    model = PRM(tokens.shape[2], tokens.shape[1], d, num_classes, cfg, features[0].shape[1]).to(device)
+    rows = np.sort(np.concatenate([s.rows for s in train_seqs]))
+    model.set_input_statistics(channel_statistics(tokens, rows), channel_statistics(features[0], rows))
     ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 else None
     evaluated = ema.model if ema else model  # the weights that are validated, selected and saved
     params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
@@ -233,14 +254,14 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]
-        x, depth, mask = collate(batch, tokens, device)
+        inputs = collate(batch, features, device)
         labels = torch.as_tensor([s.grade for s in batch], device=device)
         model.train()
         with autocast(device, tcfg["precision"]):
-            out = model(x, depth, mask)
+            out = model(**inputs)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
-            terms = losses(cfg, task, out, labels, mask, recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
+            terms = losses(cfg, task, out, labels, inputs["mask"], recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
@@ -251,7 +272,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         row = {"step": state["step"], "lr": lr, "loss": terms["total"].item(),
                **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
         if state["step"] % tcfg["eval_every"] == 0 or state["step"] == tcfg["steps"]:
-            row.update(validate(evaluated, cfg, task, val_seqs, tokens, device))
+            row.update(validate(evaluated, cfg, task, val_seqs, features, device))
             better, value = improves(tcfg["select"], task, row, state["best"])
             if better:
                 state.update(best=value, best_step=state["step"], best_model=copy.deepcopy(evaluated.state_dict()))
@@ -271,7 +292,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     log.info("PRM trained to step %d; kept step %d (%s): validation %s %.4f, loss %.4f", state["step"], state["best_step"],
              tcfg["select"], "MAE" if task == "ordinal" else "AUC", chosen["val_score"], chosen["val_loss"])
     model.load_state_dict(state["best_model"])
-    results = run_sequences(model, seqs, tokens, device)
+    results = run_sequences(model, seqs, features, device)
     predictions = predictions_of(seqs, results).assign(seed=seed)
     threshold = None
     if task == "binary" and cfg["binary_threshold"] == "validation":
@@ -281,7 +302,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         log.info("binary decision threshold %.3f, chosen on %d validation sequences", threshold, len(val))
     write_curve(out_dir / "curve.csv", state["curve"])
     save_torch({"config": cfg, "state_dict": model.state_dict(), "best_step": state["best_step"], "d": d,
-                "token_shape": tokens.shape[1:], "num_classes": num_classes, "threshold": threshold,
+                "token_shape": tokens.shape[1:], "code_dim": features[0].shape[1], "num_classes": num_classes, "threshold": threshold,
                 "decoder": state.get("best_decoder")}, out_dir / "model.pt")
     write_predictions(predictions_path, predictions)
     write_trajectories(out_dir / "trajectories.npz", seqs, results)
@@ -295,7 +316,7 @@ def load_prm(path: str | Path, device="cpu") -> PRM:
         raise DataError(f"{path}: no trained PRM (run `lvdr train-prm` first)")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     num_tokens, channels = saved["token_shape"]
-    model = PRM(channels, num_tokens, saved["d"], saved["num_classes"], saved["config"])
+    model = PRM(channels, num_tokens, saved["d"], saved["num_classes"], saved["config"], saved.get("code_dim"))
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
 

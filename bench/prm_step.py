@@ -1,0 +1,94 @@
+"""Time one PRM training step, part by part, on the demo's stage-1 caches (one thread).
+
+Parts: collate (gather and pad a batch), PRM forward, the L_recon decoder pass, losses and
+backward, optimiser and EMA. Needs `data/prepared/<ds>` and `results/<ds>/latents` and
+`results/<ds>/diffae/model.pt` (for example from `snakemake --cores 2 results/spider/latents/tokens.npy`).
+
+    python bench/prm_step.py                     # spider, 40 timed steps after 5 warm-up steps
+    python bench/prm_step.py --dataset brats --steps 60 --set prm.dropout=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="spider")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--config", action="append", default=None, help="config file(s) (default config/config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args()
+
+    import torch
+    from monai.networks.schedulers import DDPMScheduler
+
+    from lvdr import config as configs
+    from lvdr.data import load_prepared
+    from lvdr.diffae.cache import load_latents
+    from lvdr.diffae.train import load_model
+    from lvdr.prm.model import PRM
+    from lvdr.prm.train import collate, losses, recon_loss, sequences
+    from lvdr.training import EMA, seed_step
+    from prm_seeds import override
+
+    torch.set_num_threads(1)
+    cfg = configs.load(args.config or [str(REPO / "config" / "config.yaml")])
+    for assignment in args.set:
+        override(cfg, assignment)
+    cfg = configs.validate(cfg)["prm"]
+    data = load_prepared(REPO / "data" / "prepared" / args.dataset)
+    features = load_latents(REPO / "results" / args.dataset / "latents")
+    diffae, dcfg = load_model(REPO / "results" / args.dataset / "diffae" / "model.pt", "cpu")
+    decoder = diffae.decoder.eval().requires_grad_(False)
+    scheduler = DDPMScheduler(num_train_timesteps=dcfg["timesteps"], schedule=dcfg["beta_schedule"])
+    train_seqs = [s for s in sequences(data, cfg["t_max"]) if s.split == "train"]
+    task = data.meta["task"]
+    torch.manual_seed(0)
+    model = PRM(features[1].shape[2], features[1].shape[1], dcfg["z_dim"], data.num_classes, cfg, features[0].shape[1])
+    ema = EMA(model, 0.99)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    parts = {name: [] for name in ("collate", "forward", "recon", "backward", "optimiser+ema", "step")}
+    for step in range(args.steps + 5):
+        seed_step(0, step)
+        t0 = time.perf_counter()
+        batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), cfg["train"]["batch_size"])]
+        inputs = collate(batch, features, "cpu")
+        labels = torch.as_tensor([s.grade for s in batch])
+        model.train()
+        t1 = time.perf_counter()
+        out = model(**inputs)
+        t2 = time.perf_counter()
+        recon = recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], "cpu")
+        t3 = time.perf_counter()
+        terms = losses(cfg, task, out, labels, inputs["mask"], recon)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        t4 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        ema.update(model)
+        t5 = time.perf_counter()
+        if step >= 5:
+            for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)):
+                parts[name].append(seconds)
+    t = max(len(s.rows) for s in train_seqs)
+    print(f"{args.dataset}: PRM {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, batch "
+          f"{cfg['train']['batch_size']}, up to {t} slices, one thread, median of {args.steps} steps:")
+    for name, values in parts.items():
+        print(f"  {name:<14} {1000 * np.median(values):7.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
