@@ -38,7 +38,7 @@ def main() -> int:
     from lvdr.diffae.cache import load_latents
     from lvdr.diffae.train import load_model
     from lvdr.prm.model import PRM
-    from lvdr.prm.train import collate, losses, recon_loss, sequences
+    from lvdr.prm.train import channel_statistics, collate, losses, recon_loss, sequences
     from lvdr.training import EMA, seed_step
     from prm_seeds import override
 
@@ -56,6 +56,8 @@ def main() -> int:
     task = data.meta["task"]
     torch.manual_seed(0)
     model = PRM(features[1].shape[2], features[1].shape[1], dcfg["z_dim"], data.num_classes, cfg, features[0].shape[1])
+    rows = np.sort(np.concatenate([s.rows for s in train_seqs]))  # the inputs scaled as training scales them
+    model.set_input_statistics(channel_statistics(features[1], rows), channel_statistics(features[0], rows))
     ema = EMA(model, 0.99)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     parts = {name: [] for name in ("collate", "forward", "recon", "backward", "optimiser+ema", "step")}
