@@ -1,7 +1,9 @@
 """Read and write 3D medical volumes as MONAI MetaTensors with RAS affines.
 
 NIfTI goes through MONAI's nibabel reader; ITK formats (.mha, .nrrd, ...) through
-SimpleITK, converting ITK's LPS world frame to MONAI's RAS.
+SimpleITK, converting ITK's LPS world frame to MONAI's RAS. MONAI and torch are imported by
+the readers only: the writers serve the demo generators, whose jobs would otherwise spend
+seconds importing all of MONAI (it loads every submodule) to write a few files.
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.data import MetaTensor
-from monai.transforms import LoadImage, Orientation
 
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
@@ -26,6 +25,9 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def _load_itk(path: Path) -> MetaTensor:
+    import torch
+    from monai.data import MetaTensor
+
     image = sitk.ReadImage(str(path))
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
@@ -43,6 +45,10 @@ def _load_itk(path: Path) -> MetaTensor:
 
 def load_volume(path: str | Path, ras: bool = True) -> MetaTensor:
     """Channel-first volume (C, X, Y, Z) with its RAS affine; any read failure names the file."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import LoadImage
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -65,6 +71,8 @@ def load_volume(path: str | Path, ras: bool = True) -> MetaTensor:
 
 def to_ras(volume: MetaTensor) -> MetaTensor:
     """Reorder axes so the array runs left->right, posterior->anterior, inferior->superior."""
+    from monai.transforms import Orientation
+
     return Orientation(axcodes="RAS", labels=None)(volume)
 
 

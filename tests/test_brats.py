@@ -159,3 +159,14 @@ def test_one_patient_folder_warns_that_splits_are_empty(tmp_path, tiny_config, w
     write_layout(tmp_path / "data", "brats2021", [brain_case(range(3, 6), 0)])
     run(tmp_path / "data", tmp_path, tiny_config, label_level="volume", image_size=8)
     assert "the val split is empty" in warnings_logged.text and "the test split is empty" in warnings_logged.text
+
+
+def test_demo_noise_is_band_limited_and_seeded():
+    from lvdr.demo.noise import smooth_noise
+
+    a = smooth_noise(np.random.default_rng(3), (24, 20, 16), 4)
+    assert np.array_equal(a, smooth_noise(np.random.default_rng(3), (24, 20, 16), 4))
+    assert np.isclose(np.abs(a).max(), 1.0)
+    spectrum = np.abs(np.fft.fftn(a))
+    freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in a.shape], indexing="ij")
+    assert spectrum[np.sqrt(sum(f**2 for f in freqs)) >= 1 / 4].max() < 1e-9 * spectrum.max()

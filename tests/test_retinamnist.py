@@ -49,3 +49,20 @@ def test_demo_is_seeded_and_resizable(tmp_path, tiny_config):
     table = prepare.run("retinamnist", cfg, a, tmp_path / "prep", seed=5)
     assert np.load(tmp_path / "prep" / "slices.npy").shape == (len(table), 3, 16, 16)
     assert b.exists()
+
+
+def test_demo_disks_painted_on_their_bounding_box_match_the_whole_grid():
+    from lvdr.demo.retinamnist import _paint
+
+    n = 112
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    within = np.hypot(yy - 0.5, xx - 0.5) < 0.46
+    rng = np.random.default_rng(0)
+    for cy, cx, r in [(0.5, 0.5, 0.06), (0.01, 0.99, 0.03), (-0.02, 0.4, 0.05), (0.731, 0.262, 0.008), *rng.uniform(0, 1, (40, 3)) * [1, 1, 0.1]]:
+        for mask in (None, within):
+            expected = np.zeros((n, n, 3))
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            expected[disk if mask is None else disk & mask] = [0.2, 0.4, 0.6]
+            painted = np.zeros((n, n, 3))
+            _paint(painted, yy, xx, cy, cx, r, [0.2, 0.4, 0.6], mask)
+            assert np.array_equal(painted, expected), (cy, cx, r)

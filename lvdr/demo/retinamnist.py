@@ -23,8 +23,16 @@ EXUDATES = (0, 0, 3, 6, 8)
 SUPERSAMPLE = 4
 
 
-def _disk(yy, xx, cy, cx, r):
-    return (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+def _paint(img, yy, xx, cy, cx, r, colour, within=None):
+    """Colour the disk of radius r at (cy, cx), in image units, evaluated only on its bounding box
+    (the same pixels as on the whole grid, a few hundred times faster for the vessels' small disks)."""
+    n = len(yy)
+    rows = slice(max(0, int(np.floor(n * (cy - r))) - 1), max(0, min(n, int(np.ceil(n * (cy + r))) + 2)))
+    cols = slice(max(0, int(np.floor(n * (cx - r))) - 1), max(0, min(n, int(np.ceil(n * (cx + r))) + 2)))
+    disk = (yy[rows, cols] - cy) ** 2 + (xx[rows, cols] - cx) ** 2 < r**2
+    if within is not None:
+        disk &= within[rows, cols]
+    img[rows, cols][disk] = colour
 
 
 def _render(rng, grade: int, size: int) -> np.ndarray:
@@ -38,18 +46,18 @@ def _render(rng, grade: int, size: int) -> np.ndarray:
     img[fundus] = tone * (1 - 0.5 * (r[fundus] / 0.46) ** 2)[:, None]  # vignetting
     side = rng.choice([-1, 1])
     od = (c[0] + rng.normal(0, 0.02), c[1] + side * 0.22)
-    img[_disk(yy, xx, *od, 0.06)] = [0.98, 0.86, 0.55]
+    _paint(img, yy, xx, *od, 0.06, [0.98, 0.86, 0.55])
     for angle in rng.uniform(0, 2 * np.pi, 6):  # vessels from the optic disc
         t = np.linspace(0, 0.45, 200)
         curve = rng.normal(0, 0.8)
         py = od[0] + t * np.sin(angle + curve * t)
         px = od[1] + t * np.cos(angle + curve * t)
         for y, x in zip(py[::4], px[::4]):
-            img[_disk(yy, xx, y, x, 0.008) & fundus] = tone * [0.62, 0.35, 0.4]
+            _paint(img, yy, xx, y, x, 0.008, tone * [0.62, 0.35, 0.4], fundus)
     def spots(count, colour, radius):
         for _ in range(count):
             rr, th = 0.38 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
-            img[_disk(yy, xx, c[0] + rr * np.sin(th), c[1] + rr * np.cos(th), radius * rng.uniform(0.7, 1.4))] = colour
+            _paint(img, yy, xx, c[0] + rr * np.sin(th), c[1] + rr * np.cos(th), radius * rng.uniform(0.7, 1.4), colour)
     spots(rng.poisson(LESIONS[grade]), [0.42, 0.05, 0.04], 0.018)
     spots(rng.poisson(EXUDATES[grade]), [0.95, 0.88, 0.35], 0.016)
     if grade == 4:
