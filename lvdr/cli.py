@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with grade centroids, ||P_t|| by grade, step sizes beside the slices that caused them, "
                                    "the Spearman correlation of step size with each slice's recorded evidence, and a "
                                    "deletion test: does removing the largest-step slices change the prediction more than "
-                                   "removing random ones (explain.deletion)? Writes OUT/summary.json and OUT/*.png.")
+                                   "removing random ones (explain.deletion)? And how sure is the model: MC-dropout uncertainty per test "
+                                   "sequence and the accuracy left when the most uncertain are referred (explain.uncertainty). "
+                                   "Writes OUT/summary.json and OUT/*.png.")
     _dataset(p)
     _prepared(p)
     p.add_argument("--runs", nargs="+", metavar="DIR",
@@ -289,7 +291,8 @@ def run(args) -> None:
         if not runs:
             raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR runs (seed*/); run `lvdr train-prm {args.dataset}` first")
         explain(runs, args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/explain", cfg["seed"],
-                latents=args.latents or f"results/{args.dataset}/latents", deletion=cfg["explain"]["deletion"])
+                latents=args.latents or f"results/{args.dataset}/latents", deletion=cfg["explain"]["deletion"],
+                passes=cfg["explain"]["uncertainty"]["passes"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset
 

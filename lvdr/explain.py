@@ -7,7 +7,9 @@ slices, and the rank correlation between step size and the slice's recorded evid
 generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
 evidence is, and do they still when each step is measured against the model's typical step at that
 point of a sequence? (d) A deletion test of faithfulness: removing the slices where the trajectory moved
-most should change the prediction more than removing as many random slices.
+most should change the prediction more than removing as many random slices. (e) How sure the model is
+(``lvdr.uncertainty``): MC-dropout uncertainty per test sequence, and the accuracy left when the most
+uncertain share is referred to a human.
 """
 
 from __future__ import annotations
@@ -271,7 +273,7 @@ def steps_figure(shown: list[dict], slices: np.ndarray, evidence: np.ndarray, pa
     _save(fig, path)
 
 
-CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm")  # the verdicts, in the report's order
+CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm", "referral")  # the verdicts, in the report's order
 EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
 DELETION_P = 0.05  # and the deletion test this, one-sided
 
@@ -341,6 +343,7 @@ def verdicts(checks: dict) -> dict:
         else:
             out["deletion_position"] = ("does not support", effect + ": where the steps are large matters no more than "
                                                                       "where they usually are")
+    out["referral"] = _referral_verdict(checks.get("referral"))
     if n["rho"] is None:
         out["norm"] = ("not applicable", "the test sequences hold one grade only")
     elif n["p"] < EVIDENCE_P:
@@ -351,8 +354,28 @@ def verdicts(checks: dict) -> dict:
     return out
 
 
+def _referral_verdict(r: dict | None) -> tuple[str, str]:
+    """Does the MC-dropout uncertainty rank the wrong decisions first (one-sided Mann-Whitney, p < DELETION_P)?"""
+    if not r:
+        return ("not applicable", "the uncertainty was not measured (explain.uncertainty.passes is 0)")
+    if r["error_auroc"] is None:
+        return ("not applicable", f"the model is {'right' if r['n_wrong'] == 0 else 'wrong'} on every test sequence: "
+                                  "there is no error for the uncertainty to find")
+    first, last = r["curve"][0], r["curve"][-1]
+    effect = (f"accuracy {_g(first['accuracy'])} on all {first['n_kept']} test sequences, {_g(last['accuracy'])} on the "
+              f"{last['n_kept']} left when the most uncertain {last['referred']:.0%} are referred; the uncertainty tells its "
+              f"{r['n_wrong']} wrong decisions from the right ones with AUROC {_g(r['error_auroc'])} "
+              f"(Mann-Whitney p = {_g(r['error_p'])}, {r['passes']} MC-dropout passes)")
+    rises = last["accuracy"] > first["accuracy"]  # referring must help, not only rank errors a little higher
+    if r["error_auroc"] > 0.5 and r["error_p"] < DELETION_P and rises:
+        return ("supports", effect)
+    if r["error_auroc"] > 0.5 and rises:
+        return ("inconclusive", effect + f": the wrong decisions are more uncertain on average, but not at p < {DELETION_P}")
+    return ("does not support", effect + ": the uncertainty does not rank the wrong decisions first")
+
+
 def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int,
-               train: list[dict] | None = None) -> dict:
+               train: list[dict] | None = None, passes: int = 0) -> dict:
     """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
     step size against evidence (Spearman; with ``train`` also relative to the typical step at each point
     of a sequence), the norm profile by grade, and the deletion test."""
@@ -362,8 +385,23 @@ def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, delet
         checks["correlation_position"] = evidence_correlation(test, evidence, profile)
     if deletion is not None and (run / "model.pt").exists():
         checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, profile=profile, **deletion)
+    if passes and (run / "model.pt").exists():
+        checks["referral"] = referral_check(test, run / "model.pt", latents, passes, seed)
     checks["verdicts"] = verdicts(checks)
     return checks
+
+
+def referral_check(trajs: list[dict], model_path, latents_dir, passes: int, seed: int) -> dict:
+    """``lvdr.uncertainty.referral`` on the test sequences of one trained run, with its stored threshold."""
+    import torch
+
+    from lvdr.diffae.cache import load_latents
+    from lvdr.prm.train import Sequence, load_prm
+    from lvdr.uncertainty import referral
+
+    threshold = torch.load(model_path, map_location="cpu", weights_only=False).get("threshold")
+    seqs = [Sequence(t["seq_id"], t["split"], t["grade"], -1, t["row"], t["depth"]) for t in trajs]
+    return referral(load_prm(model_path), seqs, load_latents(latents_dir), passes, seed, threshold)
 
 
 def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, deletion: dict | None) -> None:
@@ -378,10 +416,11 @@ def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, delet
 
 
 def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
-            latents: str | Path | None = None, deletion: dict | None = None) -> dict:
+            latents: str | Path | None = None, deletion: dict | None = None, passes: int = 0) -> dict:
     """Figures of the first run's trajectories and, for every run (one per training seed), the checks
     of ``run_checks``; with ``latents`` and the ``deletion`` settings (config key explain.deletion)
-    also the deletion test. Each run is a folder holding ``trajectories.npz`` and ``model.pt``."""
+    also the deletion test, and with ``passes`` (explain.uncertainty.passes) the MC-dropout referral
+    curve. Each run is a folder holding ``trajectories.npz`` and ``model.pt``."""
     out_dir, runs = Path(out_dir), [Path(r) for r in runs]
     data = load_prepared(prepared_dir)
     evidence = data.table.evidence.to_numpy(dtype=float)
@@ -404,7 +443,8 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
     for i, run in enumerate(tqdm(runs, desc=f"{name}: checks per seed", unit="run", disable=len(runs) < 2)):
         run_trajs = trajs if i == 0 else load_trajectories(run / "trajectories.npz")
         run_test = [t for t in run_trajs if t["split"] == "test"]
-        checks = run_checks(run, run_test, evidence, latents, deletion, seed, [t for t in run_trajs if t["split"] == "train"])
+        checks = run_checks(run, run_test, evidence, latents, deletion, seed, [t for t in run_trajs if t["split"] == "train"],
+                            passes if latents else 0)
         c, n, d = checks["correlation"], checks["norm"], checks.get("deletion")
         a = checks.get("correlation_position") or {"rho": None}
         log.info("%s %s: Spearman rho(step size, evidence) = %s, relative to the typical step at each index %s; "
@@ -425,6 +465,25 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                 summary["figures"].append("deletion.png")
         if d:
             d = {k: v for k, v in d.items() if k != "per_sequence"}
+        if checks.get("referral"):
+            log.info("%s %s: %s", name, run.name, checks["verdicts"]["referral"][1])
+            checks["referral"] = {k: v for k, v in checks["referral"].items() if k != "per_sequence"}
         summary["runs"].append({**checks, **({"deletion": d} if d else {})})
+    curves = {r["run"]: r["referral"]["curve"] for r in summary["runs"] if r.get("referral")}
+    if curves:
+        referral_figure(curves, out_dir / "referral.png", f"{name}: referring the most uncertain test sequences")
+        summary["figures"].append("referral.png")
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def referral_figure(curves: dict, path: Path, title: str) -> None:
+    """Accuracy on the sequences kept against the share referred, one line per run (seed)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for run, curve in curves.items():
+        ax.plot([100 * c["referred"] for c in curve], [c["accuracy"] for c in curve], marker="o", label=run)
+    ax.set_xlabel("most uncertain test sequences referred (%)")
+    ax.set_ylabel("accuracy on the rest")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    _save(fig, path)

@@ -80,3 +80,20 @@ def test_position_profile_separates_a_settling_memory_from_one_that_reads_eviden
     profiled2 = evidence_correlation(reading, ev2, step_profile(train2))
     assert profiled2["rho"] > 0.5 and profiled2["p"] < 1e-6
     assert np.allclose(step_profile([]), [])
+
+
+def test_referral_verdicts():
+    def referral(auroc, p, n_wrong=4, after=0.93):
+        curve = [{"referred": 0.0, "n_kept": 20, "accuracy": 0.8}, {"referred": 0.3, "n_kept": 14, "accuracy": after}]
+        return {"error_auroc": auroc, "error_p": p, "n_wrong": n_wrong, "passes": 20, "curve": curve}
+
+    def verdict(r):
+        return verdicts({**checks(), "referral": r})["referral"]
+
+    assert verdict(referral(0.85, 0.01))[0] == "supports"
+    assert "0.93 on the 14 left" in verdict(referral(0.85, 0.01))[1]
+    assert verdict(referral(0.6, 0.3))[0] == "inconclusive"
+    assert verdict(referral(0.4, 0.8))[0] == "does not support"
+    assert verdict(referral(0.51, 0.48, after=0.71))[0] == "does not support"  # referring made the rest worse
+    assert verdict(referral(None, None, n_wrong=0))[0] == "not applicable"
+    assert verdicts(checks())["referral"][0] == "not applicable"  # not measured
