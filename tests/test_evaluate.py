@@ -248,3 +248,51 @@ def test_expected_calibration_error_of_calibrated_and_overconfident_scores():
     truth, mean_p = calibration_curve(y, p, n_bins=10, strategy="uniform")
     counts = np.bincount(calibration_bins(p), minlength=10)
     assert expected_calibration_error(y, p) == pytest.approx(np.sum(counts[counts > 0] * np.abs(truth - mean_p)) / p.size)
+
+
+def test_temperature_scaling_recovers_an_overconfident_models_temperature():
+    from scipy.special import softmax
+
+    from lvdr.evaluate.calibration import fit_temperature, scale
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits, axis=1)])
+    overconfident = softmax(2 * logits, axis=1)  # logits twice too large: T = 2 undoes it
+    assert fit_temperature(overconfident, labels) == pytest.approx(2.0, rel=0.1)
+    assert fit_temperature(softmax(logits, axis=1), labels) == pytest.approx(1.0, rel=0.1)
+    assert np.allclose(scale(overconfident, 1.0), overconfident)
+    assert np.array_equal(scale(overconfident, 3.0).argmax(1), overconfident.argmax(1))  # rankings are kept
+
+
+def test_evaluation_reports_ece_before_and_after_temperature_scaling(tmp_path):
+    from scipy.special import softmax
+
+    from lvdr.evaluate.run import evaluate_dataset
+    from lvdr.predictions import write_predictions
+
+    n = 400
+    prepared = fake_prepared(tmp_path, n)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1.5, (n, 5))
+    grades = np.array([rng.choice(5, p=p) for p in softmax(logits, axis=1)])
+    frame = ordinal_frame(grades, softmax(3 * logits, axis=1))  # three times too sure of itself
+    frame["split"] = np.where(np.arange(n) % 2, "test", "val")
+    write_predictions(tmp_path / "over.parquet", frame)
+    write_predictions(tmp_path / "noval.parquet", frame[frame.split == "test"])
+    results = evaluate_dataset("demo", [tmp_path / "over.parquet", tmp_path / "noval.parquet"], prepared,
+                               tmp_path / "metrics.json", n_boot=20, seed=0)
+    t = results["methods"]["over"]["temperature"]
+    assert t["per_run"][0] == pytest.approx(3.0, rel=0.25)
+    assert t["ece_after"] < t["ece_before"]
+    assert t["ece_before"] == pytest.approx(results["methods"]["over"]["ece_bin"]["value"])
+    assert "temperature" not in results["methods"]["noval"]  # no validation sequences to fit on
+
+
+def test_a_temperature_at_the_fits_bound_is_marked_as_such():
+    from lvdr.evaluate.calibration import fit_temperature
+    from lvdr.report import _temperature
+
+    separable = fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]), np.array([0, 1, 0]))
+    assert "bound" in _temperature(separable)  # every validation sequence right: sharpening never stops paying
+    assert _temperature(1.23) == "1.23"

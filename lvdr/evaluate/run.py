@@ -1,7 +1,8 @@
 """Evaluate every predictions file of a dataset on its test split.
 
 Writes the full results (``metrics.json``: every metric with its interval, seeds, paired
-differences), and beside it what DVC reads: ``metrics/<method>.json``, the paper's four metrics
+differences, and the binary score's ECE before and after temperature scaling fitted on each run's
+validation sequences), and beside it what DVC reads: ``metrics/<method>.json``, the paper's four metrics
 with their intervals as separate keys (`dvc metrics show`), and ``roc/<method>.csv``, each test
 ROC curve (`dvc plots show`).
 """
@@ -18,9 +19,10 @@ from sklearn.metrics import roc_curve
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
-from lvdr.evaluate.metrics import ECE_BINS, PAIRED, calibration_bins, evaluate, paired_difference
+from lvdr.evaluate.calibration import fit_temperature, scale
+from lvdr.evaluate.metrics import ECE_BINS, PAIRED, calibration_bins, evaluate, expected_calibration_error, paired_difference
 from lvdr.files import write_csv, write_json
-from lvdr.predictions import read_predictions
+from lvdr.predictions import prob_columns, read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,16 @@ def reliability(y: np.ndarray, p: np.ndarray) -> dict:
             "n": [int((bins == b).sum()) for b in keep]}
 
 
+def temperature_scaled(val: pd.DataFrame, test: pd.DataFrame, num_classes: int) -> tuple[float | None, np.ndarray | None]:
+    """Temperature scaling of one run: T fitted on its validation sequences and its test rows' p_bin after
+    scaling; (None, None) without validation sequences of two or more classes to fit on."""
+    if val.empty or val.grade.nunique() < 2:
+        return None, None
+    columns = prob_columns(num_classes)
+    t = fit_temperature(val[columns].to_numpy(dtype=float), val.grade.to_numpy())
+    return t, 1.0 - scale(test[columns].to_numpy(dtype=float), t)[:, 0]
+
+
 def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_dir: str | Path, out: str | Path,
                      n_boot: int, seed: int) -> dict:
     data = load_prepared(prepared_dir)
@@ -57,11 +69,13 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
     for path in map(Path, prediction_files):
         grouped.setdefault(method_of(path), []).append(path)
     for method, paths in grouped.items():
+        scaled = []  # per run: (T fitted on its validation sequences, its test rows' p_bin after scaling)
         for path in paths:
             frame = read_predictions(path)
             tests[path] = frame[frame.split == "test"]
             if tests[path].empty:
                 raise DataError(f"{path}: no test sequences to evaluate")
+            scaled.append(temperature_scaled(frame[frame.split == "val"], tests[path], meta["num_classes"]))
         test = pd.concat([tests[path] for path in paths], ignore_index=True)
         if len(paths) > 1 and ("seed" not in test.columns or test.seed.nunique() != len(paths)):
             raise DataError(f"{', '.join(map(str, paths))}: several predictions files for {method} need one distinct "
@@ -76,6 +90,12 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
                                       "reliability": reliability(test.label_bin.to_numpy(), test.p_bin.to_numpy(dtype=float)),
                                       **evaluate(test, meta["task"], meta["num_classes"], n_boot, seed, cases,
                                                  draws.setdefault(method, {}))}
+        if all(t is not None for t, _ in scaled):
+            y_bin = test.label_bin.to_numpy()
+            results["methods"][method]["temperature"] = {
+                "per_run": [round(t, 4) for t, _ in scaled],
+                "ece_before": expected_calibration_error(y_bin, test.p_bin.to_numpy(dtype=float)),
+                "ece_after": expected_calibration_error(y_bin, np.concatenate([p for _, p in scaled]))}
         for run_seed, cls in collapsed:
             log.warning("%s %s%s predicts class %d for every test sequence: it has not learned to tell them apart",
                         dataset, method, "" if run_seed is None else f" (seed {run_seed})", cls)

@@ -52,6 +52,26 @@ METRIC_COLUMNS = {"auc_bin": "AUC (bin) ↑", "f1_bin": "F1 (bin) ↑", "mae_ord
                   "ece_bin": "ECE (bin) ↓"}
 
 
+def temperature_rows(metrics: dict | None) -> list[dict]:
+    """Per method: the ECE of the binary score before and after temperature scaling, and each run's T."""
+    rows = []
+    for method, values in (metrics or {}).get("methods", {}).items():
+        t = values.get("temperature")
+        if t:
+            rows.append({"method": METHOD_NAMES.get(method, method), "before": _fmt(t["ece_before"]),
+                         "after": _fmt(t["ece_after"]), "T": ", ".join(_temperature(x) for x in t["per_run"])})
+    return rows
+
+
+def _temperature(t: float) -> str:
+    """T, marked where the fit stopped at a bound (validation separated perfectly: the likelihood only
+    rises as T falls, so the number is the bound's, not a measurement)."""
+    from lvdr.evaluate.calibration import LOG_T_BOUNDS
+
+    at_bound = min(abs(np.log(t) - b) for b in LOG_T_BOUNDS) < 1e-3
+    return f"{t:.2f}" + (" (at the fit's bound)" if at_bound else "")
+
+
 def metrics_table(metrics: dict | None) -> str:
     """This run's measured rows, each with its bootstrap 95% interval; a metric that applies to no row
     of this dataset (ordinal metrics of a binary task) gets no column."""
@@ -223,6 +243,7 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
     out["metrics"] = metrics_table(metrics)
     out["reliability"] = figures.reliability(metrics["methods"], METHOD_NAMES, f"{name}: calibration of the binary score (test)") \
         if metrics else None
+    out["temperature"] = temperature_rows(metrics)
     out["reference"] = reference_table(name, metrics)
     out["caption"] = metrics_caption(name, meta, source_kind)
     out["paired"] = paired_table(metrics)
