@@ -42,6 +42,14 @@ def load_trajectories(path: str | Path) -> list[dict]:
                 for i in range(len(offsets) - 1)]
 
 
+def as_sequence(tr: dict, keep: np.ndarray | None = None):
+    """A saved trajectory as the PRM's input Sequence again, optionally only the slices at ``keep``."""
+    from lvdr.prm.train import Sequence
+
+    keep = np.arange(len(tr["row"])) if keep is None else keep
+    return Sequence(tr["seq_id"], tr["split"], tr["grade"], -1, tr["row"][keep], tr["depth"][keep])
+
+
 def step_sizes(P: np.ndarray) -> np.ndarray:
     """||P_t - P_{t-1}|| for t >= 2 (the first state has no predecessor)."""
     return np.linalg.norm(np.diff(P, axis=0), axis=1)
@@ -116,7 +124,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
     more than the places where any scan's do?
     """
     from lvdr.diffae.cache import load_latents
-    from lvdr.prm.train import Sequence, load_prm, run_sequences
+    from lvdr.prm.train import load_prm, run_sequences
 
     model = load_prm(model_path)
     features = load_latents(latents_dir)  # memory-mapped: only the test sequences' rows are read
@@ -126,8 +134,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
         return {"n_sequences": 0}
 
     def without(tr, drop):
-        keep = np.setdiff1d(np.arange(len(tr["P"])), drop)
-        return Sequence(tr["seq_id"], tr["split"], tr["grade"], -1, tr["row"][keep], tr["depth"][keep])
+        return as_sequence(tr, np.setdiff1d(np.arange(len(tr["P"])), drop))
 
     usual = profile is not None and len(profile) > 0
     runs, counts = [], []
@@ -396,12 +403,11 @@ def referral_check(trajs: list[dict], model_path, latents_dir, passes: int, seed
     import torch
 
     from lvdr.diffae.cache import load_latents
-    from lvdr.prm.train import Sequence, load_prm
+    from lvdr.prm.train import load_prm
     from lvdr.uncertainty import referral
 
     threshold = torch.load(model_path, map_location="cpu", weights_only=False).get("threshold")
-    seqs = [Sequence(t["seq_id"], t["split"], t["grade"], -1, t["row"], t["depth"]) for t in trajs]
-    return referral(load_prm(model_path), seqs, load_latents(latents_dir), passes, seed, threshold)
+    return referral(load_prm(model_path), [as_sequence(t) for t in trajs], load_latents(latents_dir), passes, seed, threshold)
 
 
 def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, deletion: dict | None) -> None:

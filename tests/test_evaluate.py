@@ -283,16 +283,18 @@ def test_evaluation_reports_ece_before_and_after_temperature_scaling(tmp_path):
     results = evaluate_dataset("demo", [tmp_path / "over.parquet", tmp_path / "noval.parquet"], prepared,
                                tmp_path / "metrics.json", n_boot=20, seed=0)
     t = results["methods"]["over"]["temperature"]
-    assert t["per_run"][0] == pytest.approx(3.0, rel=0.25)
+    assert t["per_run"][0] == pytest.approx(3.0, rel=0.25) and t["at_bound"] == [False]
     assert t["ece_after"] < t["ece_before"]
     assert t["ece_before"] == pytest.approx(results["methods"]["over"]["ece_bin"]["value"])
     assert "temperature" not in results["methods"]["noval"]  # no validation sequences to fit on
 
 
 def test_a_temperature_at_the_fits_bound_is_marked_as_such():
-    from lvdr.evaluate.calibration import fit_temperature
+    from lvdr.evaluate.calibration import at_bound, fit_temperature
     from lvdr.report import _temperature
 
     separable = fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]), np.array([0, 1, 0]))
-    assert "bound" in _temperature(separable)  # every validation sequence right: sharpening never stops paying
-    assert _temperature(1.23) == "1.23"
+    assert at_bound(separable)  # every validation sequence right: sharpening never stops paying
+    assert not at_bound(fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]), np.array([0, 1, 1])))
+    assert "bound" in _temperature(separable, at_bound(separable))
+    assert _temperature(1.23, False) == "1.23"

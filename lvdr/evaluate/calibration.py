@@ -20,6 +20,11 @@ def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(log_softmax(logits / temperature, axis=1))
 
 
+def at_bound(temperature: float) -> bool:
+    """Did the fit stop at a bound of LOG_T_BOUNDS (no optimum inside: the T is the bound's, not measured)?"""
+    return bool(min(abs(np.log(temperature) - b) for b in LOG_T_BOUNDS) < 1e-6)
+
+
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T that minimises the negative log-likelihood of ``labels`` under ``scale(probs, T)``.
 

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve
 
 from lvdr.data import load_prepared
 from lvdr.errors import DataError
-from lvdr.evaluate.calibration import fit_temperature, scale
+from lvdr.evaluate.calibration import at_bound, fit_temperature, scale
 from lvdr.evaluate.metrics import ECE_BINS, PAIRED, calibration_bins, evaluate, expected_calibration_error, paired_difference
 from lvdr.files import write_csv, write_json
 from lvdr.predictions import prob_columns, read_predictions
@@ -93,7 +93,7 @@ def evaluate_dataset(dataset: str, prediction_files: list[str | Path], prepared_
         if all(t is not None for t, _ in scaled):
             y_bin = test.label_bin.to_numpy()
             results["methods"][method]["temperature"] = {
-                "per_run": [round(t, 4) for t, _ in scaled],
+                "per_run": [round(t, 4) for t, _ in scaled], "at_bound": [at_bound(t) for t, _ in scaled],
                 "ece_before": expected_calibration_error(y_bin, test.p_bin.to_numpy(dtype=float)),
                 "ece_after": expected_calibration_error(y_bin, np.concatenate([p for _, p in scaled]))}
         for run_seed, cls in collapsed:

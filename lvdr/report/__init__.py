@@ -59,17 +59,14 @@ def temperature_rows(metrics: dict | None) -> list[dict]:
         t = values.get("temperature")
         if t:
             rows.append({"method": METHOD_NAMES.get(method, method), "before": _fmt(t["ece_before"]),
-                         "after": _fmt(t["ece_after"]), "T": ", ".join(_temperature(x) for x in t["per_run"])})
+                         "after": _fmt(t["ece_after"]), "T": ", ".join(_temperature(x, b) for x, b in zip(t["per_run"], t["at_bound"]))})
     return rows
 
 
-def _temperature(t: float) -> str:
+def _temperature(t: float, bound: bool) -> str:
     """T, marked where the fit stopped at a bound (validation separated perfectly: the likelihood only
     rises as T falls, so the number is the bound's, not a measurement)."""
-    from lvdr.evaluate.calibration import LOG_T_BOUNDS
-
-    at_bound = min(abs(np.log(t) - b) for b in LOG_T_BOUNDS) < 1e-3
-    return f"{t:.2f}" + (" (at the fit's bound)" if at_bound else "")
+    return f"{t:.2f}" + (" (at the fit's bound)" if bound else "")
 
 
 def metrics_table(metrics: dict | None) -> str:

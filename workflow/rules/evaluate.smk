@@ -6,7 +6,7 @@ rule evaluate:
     input:
         predictions=lambda w: prediction_files(w.ds),
         meta="data/prepared/{ds}/prepare.json",
-        code=code("evaluate/metrics.py", "evaluate/run.py"),
+        code=code("evaluate/metrics.py", "evaluate/run.py", "evaluate/calibration.py"),
     params:
         section=json.dumps({"seed": config["seed"], "evaluate": config["evaluate"]}),
     log:

@@ -38,7 +38,7 @@ rule explain:
         rules.prepare.output,
         runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),
         tokens=rules.cache.output.tokens,
-        code=code("explain.py"),
+        code=code("explain.py", "uncertainty.py"),
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
