@@ -47,7 +47,8 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     from lvdr import config as configs
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
-    from lvdr.explain import deletion_test, evidence_correlation, load_trajectories, norm_separation, step_profile
+    from lvdr.explain.deletion import deletion_test
+    from lvdr.explain.trajectories import evidence_correlation, load_trajectories, norm_separation, step_profile
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 

@@ -35,10 +35,14 @@ which calls these subcommands in order; each can also be run by hand:
     lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
     lvdr train-prm spider  stage 2, the Progressive Refinement Module (LVDR) -> results/spider/lvdr/
     lvdr explain spider    trajectory figures, step size vs evidence -> results/spider/explain/
+    lvdr decode spider     decoded reasoning states and counterfactuals, checked -> results/spider/decoded/
     lvdr evaluate spider --predictions results/spider/predictions/*.parquet results/spider/predictions/*/*.parquet
                            metrics with patient-bootstrap intervals -> results/spider/metrics.json,
                            and per method metrics/*.json and roc/*.csv for `dvc metrics show` / `dvc plots show`
     lvdr report            all datasets -> results/report.html
+    lvdr export spider     pack the trained model for grading new scans -> results/spider/bundle/
+    lvdr grade SCAN --model results/spider/bundle --mask MASK --disc 3
+                           grade and explain a new scan -> grade.json, explanation.html
 Configs are YAML files validated against workflow/schemas/config.schema.yaml;
 `lvdr config` prints the resolved config with every default filled in.
 """
@@ -67,6 +71,26 @@ def _latents(parser: argparse.ArgumentParser) -> None:
 
 def _dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=DATASETS, help="which dataset")
+
+
+def _trained(parser: argparse.ArgumentParser) -> None:
+    """A trained LVDR run, its stage-1 model and the fitted DiffAE+LR (decode, export)."""
+    parser.add_argument("--run", metavar="DIR", help="a trained LVDR run holding trajectories.npz and model.pt "
+                                                     "(default: the first results/DATASET/lvdr/seed*/)")
+    parser.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
+    parser.add_argument("--classifier", metavar="FILE", help="the fitted DiffAE+LR (default: "
+                                                             "results/DATASET/diffae_lr/classifier.json, written by `lvdr baseline`)")
+
+
+def _trained_paths(args) -> tuple[Path, Path, Path]:
+    """``_trained``'s run, DiffAE and classifier, defaults filled in; a missing run or classifier says what makes it."""
+    runs = [Path(args.run)] if args.run else sorted(Path(f"results/{args.dataset}/lvdr").glob("seed*/"))
+    if not runs:
+        raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR run (seed*/); run `lvdr train-prm {args.dataset}` first")
+    classifier = Path(args.classifier or f"results/{args.dataset}/diffae_lr/classifier.json")
+    if not classifier.is_file():
+        raise DataError(f"{classifier}: no fitted DiffAE+LR; run `lvdr baseline {args.dataset} diffae_lr` first")
+    return runs[0], Path(args.diffae or f"results/{args.dataset}/diffae/model.pt"), classifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _latents(p)
     _prepared(p)
     p.add_argument("--out", metavar="DIR", help="folder for METHOD.parquet (default: results/DATASET/predictions)")
+    p.add_argument("--models", metavar="DIR", help="where the fitted DiffAE+LR is kept as DIR/diffae_lr/classifier.json "
+                                                   "(default: results/DATASET)")
     _common(p)
 
     p = sub.add_parser("train-densenet", help="the DenseNet121 slice baseline",
@@ -184,6 +210,54 @@ def build_parser() -> argparse.ArgumentParser:
                         "first, the checks cover all (default: every results/DATASET/lvdr/seed*/)")
     _latents(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
+    _common(p)
+
+    p = sub.add_parser("decode", help="LVDR's reasoning states and counterfactuals, decoded into images and checked",
+                       description="For the test sequences of one trained LVDR run: invert each central slice to a fixed "
+                                   "DDIM noise x_T, decode the PRM's latent z_t after every slice from it (what the model "
+                                   "believes the scan looks like after t slices), and grade each decode by re-encoding it "
+                                   "with the stage-1 encoder and the fitted DiffAE+LR: does it agree with the PRM's own grade? "
+                                   "Also the pixel-wise sd of stochastic (eta > 0) decodes of z_sem, and counterfactuals: "
+                                   "z_sem moved along the grade direction until the predicted grade changes by one and two, "
+                                   "decoded, with their validity (re-encoded, do they move the requested way?) and proximity "
+                                   "(pixel change inside and outside the disc or edema mask). Settings: explain.decoding. "
+                                   "Writes OUT/summary.json, OUT/decoded.png and OUT/counterfactuals.png.")
+    _dataset(p)
+    _prepared(p)
+    _trained(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/decoded)")
+    _threads(p)
+    _common(p)
+
+    p = sub.add_parser("export", help="pack a trained model into one bundle folder for `lvdr grade`",
+                       description="Write OUT/ with what grading a new scan needs and nothing executable: the resolved config "
+                                   "(config.json), the stage-1 DiffAE and the first LVDR seed's PRM as safetensors weights, "
+                                   "model.json (architectures, preprocessing dataset, decision threshold), the grade direction "
+                                   "for counterfactuals, the fitted DiffAE+LR, and manifest.json with the sha256 of every file "
+                                   "and the lvdr and torch versions. Written beside OUT and renamed into place.")
+    _dataset(p)
+    _trained(p)
+    p.add_argument("--out", metavar="DIR", help="bundle folder (default: results/DATASET/bundle)")
+    _common(p)
+
+    p = sub.add_parser("grade", help="grade and explain a new scan with an exported model bundle",
+                       description="Check the bundle against its manifest (a changed or foreign file is refused before "
+                                   "anything is read; weights load as safetensors, never as pickles), prepare SCAN exactly "
+                                   "as the pipeline prepares its dataset, and run the stage-1 encoder and the PRM. A SPIDER "
+                                   "bundle grades one disc of a sagittal T2 .mha given its mask (--mask) and IVD label "
+                                   "(--disc); a BraTS bundle grades a FLAIR volume (NIfTI or any 3D image; each slab when "
+                                   "the model was trained on slabs). Writes OUT/grade.json (grade, class probabilities, "
+                                   "MC-dropout uncertainty, the per-step trajectory, decoded-state grades, counterfactual) "
+                                   "and OUT/explanation.html, one self-contained page.")
+    p.add_argument("scan", metavar="SCAN", help="the scan to grade (.mha, .nii.gz, ...)")
+    p.add_argument("--model", metavar="DIR", required=True, help="a bundle folder written by `lvdr export`")
+    p.add_argument("--mask", metavar="FILE", help="SPIDER: the scan's segmentation mask (.mha), which locates the disc")
+    p.add_argument("--disc", type=int, metavar="K", help="SPIDER: the disc's IVD label (1 = the lowest disc, as in SPIDER's gradings)")
+    p.add_argument("--channel", type=int, metavar="N", help="BraTS: the FLAIR channel of a 4D volume (MSD layout: 0)")
+    p.add_argument("--passes", type=int, metavar="N", help="MC-dropout passes (default: the bundle config's explain.uncertainty.passes)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the stochastic passes and decodes (default 0)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: graded/SCAN-NAME)")
+    _threads(p)
     _common(p)
 
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals for every predictions file",
@@ -255,7 +329,7 @@ def run(args) -> None:
                     args.out or f"results/{args.dataset}/latents", cfg["cache"]["batch_size"], cfg["device"],
                     cfg["cache"]["budget_gb"])
     elif args.command == "baseline":
-        from lvdr.baselines.latent import fit_predict
+        from lvdr.baselines.latent import fit_predict, save_linear
         from lvdr.data import load_prepared
         from lvdr.diffae.cache import load_latents
         from lvdr.predictions import write_predictions
@@ -264,10 +338,14 @@ def run(args) -> None:
         z, _ = load_latents(args.latents or f"results/{args.dataset}/latents")
         z = np.asarray(z)
         for method in dict.fromkeys(args.methods):
-            predictions, _ = fit_predict(method, z, data, cfg["baselines"], cfg["seed"])
+            predictions, fitted = fit_predict(method, z, data, cfg["baselines"], cfg["seed"])
             out = Path(args.out or f"results/{args.dataset}/predictions") / f"{method}.parquet"
             write_predictions(out, predictions)
             log.info("%s predictions for %d sequences written to %s", method, len(predictions), out)
+            if method == "diffae_lr":
+                kept = Path(args.models or f"results/{args.dataset}") / "diffae_lr" / "classifier.json"
+                save_linear(fitted["model"], kept, fitted["C"], data.num_classes)
+                log.info("the fitted classifier (for grading decoded images) written to %s", kept)
     elif args.command == "train-densenet":
         from lvdr.baselines.densenet import train as train_densenet
 
@@ -284,6 +362,22 @@ def run(args) -> None:
         train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
                   args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}/seed{seed}",
                   args.predictions or f"results/{args.dataset}/predictions/{method}/seed{seed}.parquet", seed, cfg["device"])
+    elif args.command == "decode":
+        from lvdr.explain.visualise import visualise
+
+        d = cfg["explain"]["decoding"]
+        visualise(*_trained_paths(args), args.prepared or f"data/prepared/{args.dataset}",
+                  args.out or f"results/{args.dataset}/decoded", cfg["seed"], d["max_sequences"], d["samples"], d["eta"])
+    elif args.command == "export":
+        from lvdr.bundle import export
+
+        run, diffae, classifier = _trained_paths(args)
+        export(cfg, args.dataset, diffae, run, classifier, args.out or f"results/{args.dataset}/bundle")
+    elif args.command == "grade":
+        from lvdr.grade import grade
+
+        grade(args.scan, args.model, args.out or Path("graded") / Path(args.scan).name.split(".")[0], args.mask, args.disc,
+              args.channel, args.passes, args.seed)
     elif args.command == "explain":
         from lvdr.explain import explain
 

@@ -17,6 +17,7 @@ class Prepared:
     slices: np.ndarray  # N x C x H x W float16 in [0, 1], memory-mapped
     table: pd.DataFrame  # one row per slice, row-aligned with ``slices``
     meta: dict
+    masks: np.ndarray | None = None  # N x H x W uint8: the graded region (disc, edema), where a segmentation gives it
 
     @property
     def num_classes(self) -> int:
@@ -35,7 +36,10 @@ def load_prepared(folder: str | Path) -> Prepared:
     table = pd.read_parquet(folder / "slices.parquet")
     if len(table) != len(slices):
         raise DataError(f"{folder}: slices.parquet has {len(table)} rows but slices.npy {len(slices)}")
-    return Prepared(slices, table, read_json(folder / "prepare.json"))
+    masks = np.load(folder / "masks.npy", mmap_mode="r") if (folder / "masks.npy").is_file() else None
+    if masks is not None and len(masks) != len(slices):
+        raise DataError(f"{folder}: masks.npy has {len(masks)} rows but slices.npy {len(slices)}")
+    return Prepared(slices, table, read_json(folder / "prepare.json"), masks)
 
 
 def to_model_range(batch: np.ndarray):

@@ -35,6 +35,15 @@ def from_sequence_probs(sequences: pd.DataFrame, probs: np.ndarray) -> pd.DataFr
     return out
 
 
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The predicted class of each row of class probabilities: the most probable one or, for a binary
+    task with a stored ``threshold``, positive where P(class 1) reaches it."""
+    probs = np.asarray(probs)
+    if threshold is not None and probs.shape[-1] == 2:
+        return (probs[..., 1] >= threshold).astype(int)
+    return probs.argmax(-1)
+
+
 def choose_threshold(p_bin: np.ndarray, label_bin: np.ndarray) -> float:
     """The threshold on p_bin that maximises balanced accuracy (Youden's J) on validation; among ties the
     one nearest 0.5, and 0.5 itself when validation has a single class. A model whose probabilities are

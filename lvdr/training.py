@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import pickle
 import random
 from pathlib import Path
 
@@ -86,7 +87,12 @@ class Checkpoints:
     def load(self) -> dict | None:
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:  # tensors and plain values only: a checkpoint never runs code when it is read
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            log.warning("%s holds more than weights and plain values (%s); starting from scratch",
+                        self.path, str(error).splitlines()[0])
+            return None
         if state.get("fingerprint") != self.fingerprint:
             log.warning("%s was written for another configuration; starting from scratch", self.path)
             return None

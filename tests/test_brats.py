@@ -111,6 +111,11 @@ def test_demo_has_both_labels_and_edema_evidence(tmp_path, tiny_config):
     positive = table[table.label_bin == 1].groupby("seq_id").evidence.max()
     assert (positive > 0).all()
     assert (table[table.label_bin == 0].evidence < cfg["prepare"]["min_edema_px"]).all()
+    # the edema mask travels with each slice: present where the slice has edema, never where it has none
+    area = np.load(tmp_path / "prep" / "masks.npy").sum(axis=(1, 2))
+    assert len(area) == len(table) and (area[table.evidence.to_numpy() == 0] == 0).all()
+    big = table.evidence.to_numpy() >= 0.5 * table.evidence.max()
+    assert (area[big] > 0).all()
 
 
 def _prepared_slices(root, tmp_path, tiny_config, name):

@@ -6,8 +6,8 @@ import pytest
 
 from lvdr.cli import main
 
-COMMANDS = ["config", "fetch", "prepare", "train-diffae", "cache", "baseline", "train-densenet", "train-prm", "explain",
-            "evaluate", "report"]
+COMMANDS = ["config", "fetch", "prepare", "train-diffae", "cache", "baseline", "train-densenet", "train-prm", "explain", "decode",
+            "evaluate", "report", "export", "grade"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from lvdr.explain import evidence_correlation, step_profile, verdicts
+from lvdr.explain.trajectories import evidence_correlation, step_profile
+from lvdr.explain.verdicts import verdicts
 
 
 def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,

@@ -11,6 +11,7 @@ import sys
 from html import unescape
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -85,6 +86,61 @@ def test_dvc_repro_builds_the_report(project):
     resolved = list((project / "results" / "config").iterdir())
     for ds in ("spider", "brats", "retinamnist"):  # every job read the config Snakemake resolved
         assert f"config {resolved[0].relative_to(project)}" in (project / "logs" / "prepare" / f"{ds}.log").read_text()
+
+
+def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project):
+    html = (project / "results" / "report.html").read_text()
+    assert "Decoded reasoning states" in html and "Counterfactuals along the grade direction" in html
+    assert "results/spider/bundle/" in html
+    for ds in ("spider", "brats"):
+        decoded = json.loads((project / "results" / ds / "decoded" / "summary.json").read_text())
+        assert decoded["decoding"]["n_sequences"] > 0 and set(decoded["verdicts"]) == {"decoding", "counterfactual"}
+        assert 0 <= decoded["decoding"]["agreement"] <= 1 and decoded["counterfactuals"]["moves"]["1"]["n_requested"] > 0
+        assert "inside" in decoded["stochastic"]["pixel_sd"]  # the disc / edema masks reached the decoder's checks
+
+
+def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path):
+    """`lvdr grade` prepares a raw demo scan as the pipeline did, and a bundle changed after export is refused."""
+    import pandas as pd
+
+    first = TINY.get("seed", 0)
+    raw = project / "data" / "raw"
+    spider = pd.read_parquet(project / "results" / "spider" / "predictions" / "lvdr" / f"seed{first}.parquet")
+    case = spider[spider.split == "test"].iloc[0]
+    series, disc = case.seq_id.rsplit("_ivd", 1)
+    out = tmp_path / "spider"
+    done = run([sys.executable, "-m", "lvdr", "grade", str(raw / "spider" / "demo" / "images" / f"{series}.mha"),
+                "--mask", str(raw / "spider" / "demo" / "masks" / f"{series}.mha"), "--disc", disc,
+                "--model", "results/spider/bundle", "--out", str(out)], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    graded = json.loads((out / "grade.json").read_text())["sequences"]
+    assert [g["sequence"] for g in graded] == [case.seq_id]
+    expected = case[[f"p_{k}" for k in range(5)]].to_numpy(float)
+    np.testing.assert_allclose(graded[0]["probabilities"], expected, atol=2e-4)
+    assert len(graded[0]["trajectory"]["norm"]) == len(graded[0]["slices_read"]) and "uncertainty" in graded[0]
+    page = (out / "explanation.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "Pfirrmann grade" in page
+
+    brats = pd.read_parquet(project / "results" / "brats" / "predictions" / "lvdr" / f"seed{first}.parquet")
+    case_id = brats.seq_id.iloc[0].rsplit("_slab", 1)[0]
+    flair = next((raw / "brats").rglob(f"{case_id}_flair.nii.gz"))
+    done = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", "results/brats/bundle", "--out", str(tmp_path / "brats")], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    graded = {g["sequence"]: g["probabilities"] for g in json.loads((tmp_path / "brats" / "grade.json").read_text())["sequences"]}
+    mine = brats[brats.seq_id.str.startswith(case_id + "_slab")]
+    assert set(graded) == set(mine.seq_id)
+    for row in mine.itertuples():
+        np.testing.assert_allclose(graded[row.seq_id], [row.p_0, row.p_1], atol=2e-4)
+
+    wrong = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", "results/spider/bundle"], project)
+    assert wrong.returncode != 0 and "grades one disc" in wrong.stderr and "Traceback" not in wrong.stderr
+    seg = flair.with_name(flair.name.replace("_flair", "_seg"))
+    wrong = run([sys.executable, "-m", "lvdr", "grade", str(seg), "--model", "results/brats/bundle"], project)
+    assert wrong.returncode != 0 and "the name says seg" in wrong.stderr
+    shutil.copytree(project / "results" / "brats" / "bundle", tmp_path / "tampered")
+    (tmp_path / "tampered" / "config.json").write_text("{}")
+    refused = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", str(tmp_path / "tampered")], project)
+    assert refused.returncode != 0 and "config.json: its sha256 does not match" in refused.stderr
 
 
 def test_then_snakemake_has_nothing_to_do(project):

@@ -229,7 +229,7 @@ def _saved_prm_and_cache(tmp_path, lengths):
 
 def test_deletion_test_compares_largest_steps_with_random_slices(tmp_path, monkeypatch):
     import lvdr.prm.train as prm_train
-    from lvdr.explain import deletion_test
+    from lvdr.explain.deletion import deletion_test
 
     trajs = _saved_prm_and_cache(tmp_path, [6, 2, 5, 9, 1])
     read = []
@@ -261,7 +261,7 @@ def test_deletion_test_compares_largest_steps_with_random_slices(tmp_path, monke
 
 
 def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
-    from lvdr.explain import deletion_test
+    from lvdr.explain.deletion import deletion_test
 
     trajs = _saved_prm_and_cache(tmp_path, [4, 7, 3])
     result = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=1.0, repeats=2, seed=0)

@@ -56,6 +56,11 @@ def test_demo_prepares_discs_in_order(spider_demo, tmp_path, tiny_config):
     # the demo's evidence (nucleus area) sits in the disc's central slices
     assert table.evidence.notna().all() and (table.evidence > 0).any() and (table.evidence == 0).any()
     assert (table.label_bin == (table.grade > 0)).all()
+    # the graded disc's mask travels with each slice, cropped and resized like it: central in the crop
+    masks = np.load(tmp_path / "prep" / "masks.npy")
+    assert masks.shape == (len(table), 16, 16) and masks.dtype == np.uint8
+    assert masks[:, 6:10, 6:10].any(axis=(1, 2)).all()  # every slice has disc near the crop centre
+    assert masks.mean() < 0.5  # the disc, not the crop
 
 
 def test_prepare_is_reproducible(spider_demo, tmp_path, tiny_config):

@@ -1,11 +1,11 @@
-"""MC-dropout uncertainty and the referral curve (lvdr.uncertainty)."""
+"""MC-dropout uncertainty and the referral curve (lvdr.explain.uncertainty)."""
 
 import numpy as np
 import torch
 
 from lvdr.prm.model import PRM
 from lvdr.prm.train import Sequence, run_sequences
-from lvdr.uncertainty import mc_dropout_probabilities, predictive_entropy, referral, referral_curve
+from lvdr.explain.uncertainty import mc_dropout_probabilities, predictive_entropy, referral, referral_curve
 from test_prm import C, D, K, Z, prm_config
 
 

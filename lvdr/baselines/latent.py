@@ -2,7 +2,8 @@
 
 Trained on the train split's slices with their sequence's grade; the regularisation C is
 chosen on the validation split at the sequence level (MAE for graded tasks, AUC for binary);
-slice probabilities are averaged per sequence.
+slice probabilities are averaged per sequence. The fitted DiffAE+LR is also kept as plain numbers
+(``save_linear``, JSON, no pickle): the explanations use it to grade images they decode.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sklearn.svm import LinearSVC
 
 from lvdr.data import Prepared
 from lvdr.errors import DataError
+from lvdr.files import read_json, write_json
 from lvdr.evaluate.metrics import selection_score
 from lvdr.predictions import aggregate_slices
 
@@ -41,7 +43,7 @@ def make_classifier(method: str, C: float, max_iter: int, seed: int, y: np.ndarr
     return make_pipeline(StandardScaler(), classifier)
 
 
-def _full_probs(model, z: np.ndarray, num_classes: int) -> np.ndarray:
+def full_probs(model, z: np.ndarray, num_classes: int) -> np.ndarray:
     """Class probabilities with a column for every class, also those absent from training."""
     probs = np.zeros((len(z), num_classes))
     probs[:, model.classes_] = model.predict_proba(z)
@@ -60,11 +62,31 @@ def fit_predict(method: str, z: np.ndarray, data: Prepared, cfg: dict, seed: int
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model = make_classifier(method, C, cfg["max_iter"], seed, y).fit(z[train], y)
-        score = selection_score(aggregate_slices(table.iloc[val], _full_probs(model, z[val], data.num_classes)), task)
+        score = selection_score(aggregate_slices(table.iloc[val], full_probs(model, z[val], data.num_classes)), task)
         log.info("%s C=%g: validation %s %.4f", method, C, "MAE" if task == "ordinal" else "AUC", score)
         # lower MAE or higher AUC wins; on ties the stronger regularisation (earlier, smaller C) stays
         if best is None or (score < best[0] if task == "ordinal" else score > best[0]):
             best = (score, C, model)
     score, C, model = best
     log.info("%s: chose C=%g (validation score %.4f)", method, C, score)
-    return aggregate_slices(table, _full_probs(model, np.asarray(z), data.num_classes)), {"C": C, "val_score": score}
+    return aggregate_slices(table, full_probs(model, np.asarray(z), data.num_classes)), {"C": C, "val_score": score, "model": model}
+
+
+def save_linear(model, path, C: float, num_classes: int) -> None:
+    """A fitted standardise + logistic-regression pipeline as JSON numbers (reloading it runs no code)."""
+    scaler, lr = model[0], model[-1]
+    write_json(path, {"method": "diffae_lr", "C": C, "num_classes": num_classes, "mean": scaler.mean_.tolist(),
+                      "scale": scaler.scale_.tolist(), "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist(),
+                      "classes": lr.classes_.tolist()})
+
+
+def load_linear(path):
+    """``save_linear``'s pipeline again, with sklearn's own predict_proba; and the number of classes."""
+    saved = read_json(path)
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = np.asarray(saved["mean"]), np.asarray(saved["scale"])
+    scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(scaler.mean_)
+    lr = LogisticRegression(C=saved["C"])
+    lr.coef_, lr.intercept_ = np.asarray(saved["coef"]), np.asarray(saved["intercept"])
+    lr.classes_, lr.n_features_in_ = np.asarray(saved["classes"]), lr.coef_.shape[1]
+    return make_pipeline(scaler, lr), int(saved["num_classes"])

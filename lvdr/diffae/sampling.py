@@ -32,12 +32,15 @@ def encode_noise(decoder, x0: torch.Tensor, z: torch.Tensor, cfg: dict, steps: i
 
 
 @torch.no_grad()
-def decode(decoder, x_t: torch.Tensor, z: torch.Tensor, cfg: dict, steps: int, clip: bool = False) -> torch.Tensor:
-    """x_T -> x0 with deterministic DDIM steps, conditioned on z (``clip``: clip each x0 estimate, for
-    sampling from fresh noise; never for decoding an encoded x_T)."""
+def decode(decoder, x_t: torch.Tensor, z: torch.Tensor, cfg: dict, steps: int, clip: bool = False, eta: float = 0.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_T -> x0 with DDIM steps, conditioned on z (``clip``: clip each x0 estimate, for sampling from
+    fresh noise; never for decoding an encoded x_T). ``eta`` 0 is deterministic; eta > 0 adds fresh
+    noise at every step (drawn from ``generator``), so repeated decodes of one (z, x_T) differ where
+    z leaves the image undecided."""
     scheduler, timesteps = ddim(cfg, steps, clip)
     x = x_t
     for t in reversed(timesteps):
         tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-        x, _ = scheduler.step(decoder(x, tt, z), t, x, eta=0.0)
+        x, _ = scheduler.step(decoder(x, tt, z), t, x, eta=eta, generator=generator)
     return x.clamp(-1, 1)

@@ -39,10 +39,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Di
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no trained DiffAE (run `lvdr train-diffae` first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = build(saved["config"], saved["in_channels"], saved["image_size"])
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), saved["config"]
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: runs no code
+    return from_saved(saved, saved["state_dict"], device), saved["config"]
+
+
+def from_saved(meta: dict, state_dict: dict, device: torch.device | str = "cpu") -> DiffAE:
+    """The DiffAE that ``meta`` (config, in_channels, image_size) describes, with these weights, in eval mode."""
+    model = build(meta["config"], meta["in_channels"], meta["image_size"])
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
 
 
 def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, device_name: str = "auto") -> Path:

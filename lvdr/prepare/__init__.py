@@ -2,7 +2,10 @@
 
 Output (DESIGN.md, "Prepared slices"): ``slices.npy`` (N x C x H x W float16 in [0, 1],
 row-aligned with the table), ``slices.parquet`` (one row per slice, ``COLUMNS``) and
-``prepare.json`` (counts, skipped items with reasons, what ``evidence`` measures).
+``prepare.json`` (counts, skipped items with reasons, what ``evidence`` measures); where the
+labels come from a segmentation, also ``masks.npy`` (N x H x W uint8, 1 inside the region the
+label is about: the graded disc, the edema), cropped and resized like the slices, so that an
+explanation can say whether it changed the image there or elsewhere.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ SPLITS = ("train", "val", "test")
 
 
 def write_prepared(out_dir: str | Path, dataset: str, parts: list[tuple[np.ndarray, pd.DataFrame]], meta: dict) -> pd.DataFrame:
-    """Concatenate per-sequence slice arrays and tables; write array, table and metadata atomically."""
+    """Concatenate per-sequence slice arrays and tables; write array, table and metadata atomically.
+    Each part is (slices, table) or (slices, table, masks); masks are written when every part has them."""
     out_dir = Path(out_dir)
-    parts = [(a, t) for a, t in parts if len(t)]
+    parts = [p for p in parts if len(p[1])]
     if not parts:
         raise ValueError(f"{dataset}: no slices to write")
-    table = pd.concat([t for _, t in parts], ignore_index=True)
+    table = pd.concat([p[1] for p in parts], ignore_index=True)
     table.insert(0, "row", np.arange(len(table)))
     table["dataset"] = dataset
     table = table[COLUMNS + [c for c in table.columns if c not in COLUMNS]]
@@ -41,11 +45,16 @@ def write_prepared(out_dir: str | Path, dataset: str, parts: list[tuple[np.ndarr
     with atomic_path(out_dir / "slices.npy") as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
         start = 0
-        for arr, _ in parts:
+        for arr, *_ in parts:
             array[start:start + len(arr)] = arr
             start += len(arr)
         array.flush()
         del array
+    if all(len(p) > 2 and p[2] is not None for p in parts):
+        with atomic_path(out_dir / "masks.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.concatenate([p[2] for p in parts]).astype(np.uint8))
+    else:
+        (out_dir / "masks.npy").unlink(missing_ok=True)  # a mask file from an earlier run would no longer align
     seqs = table.drop_duplicates("seq_id")
     for split in SPLITS:
         if not (seqs.split == split).any():

@@ -46,15 +46,22 @@ def extract_case(task: dict) -> dict:
     torch.set_num_threads(1)
     cfg = task["cfg"]
     flair = load_volume(task["flair"], ras=False)
-    seg = load_volume(task["seg"], ras=False)
     if task["channel"] is not None:
         if flair.shape[0] <= task["channel"]:
             raise DataError(f"{task['flair']}: expected a 4D image with FLAIR in channel {task['channel']}, got shape {tuple(flair.shape)}")
         flair = flair[task["channel"]:task["channel"] + 1]
-    if flair.shape[1:] != seg.shape[1:]:
-        raise DataError(f"{task['seg']}: shape {tuple(seg.shape[1:])} differs from its FLAIR {tuple(flair.shape[1:])}")
-    flair, seg = to_ras(flair), to_ras(seg)
-    vol, labels = np.asarray(flair[0]), np.rint(np.asarray(seg[0])).astype(np.int32)
+    elif flair.shape[0] != 1:
+        raise DataError(f"{task['flair']}: expected one 3D FLAIR volume, got {flair.shape[0]} channels of shape "
+                        f"{tuple(flair.shape[1:])}")
+    flair = to_ras(flair)
+    vol = np.asarray(flair[0])
+    if task["seg"] is None:  # a new scan to grade: no segmentation, so no edema evidence or mask
+        labels = np.full(vol.shape, -1, np.int32)
+    else:
+        seg = load_volume(task["seg"], ras=False)
+        if vol.shape != seg.shape[1:]:
+            raise DataError(f"{task['seg']}: shape {tuple(seg.shape[1:])} differs from its FLAIR {vol.shape}")
+        labels = np.rint(np.asarray(to_ras(seg)[0])).astype(np.int32)
     brain = foreground(vol)
     if not brain.any():
         return {"case_id": task["case_id"], "skipped": f"{task['flair']}: FLAIR volume is empty (every voxel has the background value)"}
@@ -68,8 +75,10 @@ def extract_case(task: dict) -> dict:
     stack = np.moveaxis(scaled[:, :, kept], 2, 0)
     crops = square_crop(stack, (lo_xy + hi_xy) / 2, side)
     slices = np.stack([display(s) for s in resize(crops, cfg["image_size"])])[:, None]
-    edema = (labels[:, :, kept] == task["edema_label"]).sum(axis=(0, 1))
-    return {"case_id": task["case_id"], "source": task["source"], "slices": to_float16(slices), "z": np.asarray(kept), "edema_px": edema}
+    in_edema = labels[:, :, kept] == task["edema_label"]
+    edema_mask = resize(square_crop(np.moveaxis(in_edema, 2, 0).astype(np.float32), (lo_xy + hi_xy) / 2, side), cfg["image_size"]) > 0.5
+    return {"case_id": task["case_id"], "source": task["source"], "slices": to_float16(slices), "z": np.asarray(kept),
+            "edema_px": in_edema.sum(axis=(0, 1)), "masks": edema_mask}
 
 
 def sequences(case: dict, patient: str, cfg: dict) -> list[tuple[np.ndarray, pd.DataFrame]]:
@@ -91,7 +100,7 @@ def sequences(case: dict, patient: str, cfg: dict) -> list[tuple[np.ndarray, pd.
             "split": "", "grade": label, "label_bin": label, "source_file": case["source"],
             "source_slice": case["z"][run], "evidence": case["edema_px"][run].astype(float),
         })
-        parts.append((case["slices"][run], table))
+        parts.append((case["slices"][run], table, case["masks"][run]))
     return parts
 
 
@@ -115,10 +124,10 @@ def prepare(cfg: dict, manifest_path: Path, out_dir: Path, seed: int, workers: i
     if not parts:
         raise DataError(f"{root}: no BraTS case could be prepared")
     # split by patient, stratified by whether the patient has edema anywhere
-    per_patient = pd.concat([t for _, t in parts]).groupby("case_id").label_bin.max()
+    per_patient = pd.concat([p[1] for p in parts]).groupby("case_id").label_bin.max()
     names = dict(zip(per_patient.index, train_val_test(per_patient.index, per_patient.values,
                                                        pcfg["val_fraction"], pcfg["test_fraction"], seed)))
-    for _, table in parts:
+    for _, table, _ in parts:
         table["split"] = table.case_id.map(names)
     meta = {"data": provenance(manifest, root), "evidence": "edema voxels in the slice (from the segmentation)",
             "num_classes": 2, "task": "binary", "label_level": pcfg["label_level"], "layout": manifest["layout"],

@@ -126,6 +126,7 @@ def extract_series(task: dict) -> tuple[list[tuple[np.ndarray, pd.DataFrame]], l
         crops = square_crop(vol[xs], centre, cfg["crop_px"])
         slices = resize(crops, cfg["image_size"])
         slices = np.stack([display(s) for s in slices])[:, None]
+        disc_mask = resize(square_crop(inside[xs].astype(np.float32), centre, cfg["crop_px"]), cfg["image_size"]) > 0.5
         source = [_source_slice(raw_affine, new_affine, int(x), centre) for x in xs]
         table = pd.DataFrame({
             "case_id": disc["patient"], "seq_id": f"{task['series']}_ivd{k}", "slice_pos": np.arange(len(xs)),
@@ -135,7 +136,7 @@ def extract_series(task: dict) -> tuple[list[tuple[np.ndarray, pd.DataFrame]], l
         })
         if task["evidence"] is not None:
             table["evidence"] = [task["evidence"].get((k, s), np.nan) for s in source]
-        parts.append((to_float16(slices), table))
+        parts.append((to_float16(slices), table, disc_mask))
     return parts, skipped
 
 

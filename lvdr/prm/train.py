@@ -302,22 +302,32 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         log.info("binary decision threshold %.3f, chosen on %d validation sequences", threshold, len(val))
     write_curve(out_dir / "curve.csv", state["curve"])
     save_torch({"config": cfg, "state_dict": model.state_dict(), "best_step": state["best_step"], "d": d,
-                "token_shape": tokens.shape[1:], "code_dim": features[0].shape[1], "num_classes": num_classes, "threshold": threshold,
-                "decoder": state.get("best_decoder")}, out_dir / "model.pt")
+                "token_shape": [int(n) for n in tokens.shape[1:]], "code_dim": int(features[0].shape[1]), "num_classes": num_classes,
+                "threshold": None if threshold is None else float(threshold), "decoder": state.get("best_decoder")}, out_dir / "model.pt")
     write_predictions(predictions_path, predictions)
     write_trajectories(out_dir / "trajectories.npz", seqs, results)
     return out_dir / "model.pt"
 
 
 def load_prm(path: str | Path, device="cpu") -> PRM:
-    """The trained PRM (best validation checkpoint, eval mode), as ``train`` saved it."""
+    """The trained PRM (best validation checkpoint, eval mode), as ``train`` saved it; ``threshold`` holds
+    its binary decision threshold (None: the most probable class decides)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no trained PRM (run `lvdr train-prm` first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    num_tokens, channels = saved["token_shape"]
-    model = PRM(channels, num_tokens, saved["d"], saved["num_classes"], saved["config"], saved.get("code_dim"))
-    model.load_state_dict(saved["state_dict"])
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: runs no code
+    return prm_from_saved(saved, saved["state_dict"], device)
+
+
+PRM_META = ("config", "d", "token_shape", "code_dim", "num_classes", "threshold", "best_step")  # what builds a saved PRM
+
+
+def prm_from_saved(meta: dict, state_dict: dict, device="cpu") -> PRM:
+    """The PRM that ``meta`` (``PRM_META``) describes, with these weights, in eval mode."""
+    num_tokens, channels = meta["token_shape"]
+    model = PRM(channels, num_tokens, meta["d"], meta["num_classes"], meta["config"], meta.get("code_dim"))
+    model.load_state_dict(state_dict)
+    model.threshold = meta.get("threshold")
     return model.to(device).eval()
 
 

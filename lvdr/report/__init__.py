@@ -236,6 +236,10 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
     out["explain"] = read_json(folder / "explain" / "summary.json") if (folder / "explain" / "summary.json").exists() else None
     if out["explain"]:
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
+    out["decoded"] = read_json(folder / "decoded" / "summary.json") if (folder / "decoded" / "summary.json").exists() else None
+    if out["decoded"]:
+        out["decoded_figures"] = {f: figures.png_uri(folder / "decoded" / f) for f in out["decoded"]["figures"]}
+    out["bundle"] = read_json(folder / "bundle" / "manifest.json") if (folder / "bundle" / "manifest.json").exists() else None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(metrics)
     out["reliability"] = figures.reliability(metrics["methods"], METHOD_NAMES, f"{name}: calibration of the binary score (test)") \

@@ -38,7 +38,7 @@ rule explain:
         rules.prepare.output,
         runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),
         tokens=rules.cache.output.tokens,
-        code=code("explain.py", "uncertainty.py"),
+        code=code(*(f"explain/{m}.py" for m in ("__init__", "trajectories", "deletion", "uncertainty", "verdicts", "plots"))),
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
@@ -54,3 +54,54 @@ rule explain:
         "python -m lvdr explain {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--runs {params.runs} --latents results/{wildcards.ds}/latents "
         "--out results/{wildcards.ds}/explain --log {log}"
+
+
+rule decode:
+    output:
+        summary="results/{ds}/decoded/summary.json",
+    input:
+        rules.prepare.output,
+        run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
+        diffae=rules.train_diffae.output.model,
+        classifier=rules.latent_baselines.output.classifier,
+        code=code(*(f"explain/{m}.py" for m in ("visualise", "decoding", "counterfactuals", "trajectories", "verdicts", "plots")),
+                  "diffae/sampling.py"),
+    params:
+        section=json.dumps({"seed": config["seed"], "decoding": config["explain"]["decoding"]}),
+        run=lambda w: f"results/{w.ds}/lvdr/seed{PRM_SEEDS[0]}",
+    log:
+        "logs/decode/{ds}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr decode {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
+        "--run {params.run} --diffae {input.diffae} --classifier {input.classifier} "
+        "--out results/{wildcards.ds}/decoded --threads {threads} --log {log}"
+
+
+rule export:
+    output:
+        manifest="results/{ds}/bundle/manifest.json",
+    input:
+        run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
+        diffae=rules.train_diffae.output.model,
+        classifier=rules.latent_baselines.output.classifier,
+        code=code("bundle.py", "explain/counterfactuals.py"),
+    params:
+        section=lambda w: section(w.ds),
+        run=lambda w: f"results/{w.ds}/lvdr/seed{PRM_SEEDS[0]}",
+    log:
+        "logs/export/{ds}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m lvdr export {wildcards.ds} --config \"$LVDR_CONFIG\" --run {params.run} --diffae {input.diffae} "
+        "--classifier {input.classifier} --out results/{wildcards.ds}/bundle --log {log}"

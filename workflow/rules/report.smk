@@ -7,6 +7,8 @@ rule report:
         densenet=expand("results/{ds}/densenet121/seed{seed}/curve.csv", ds=DATASETS, seed=DENSENET_SEEDS[0]),
         prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=PRM_DATASETS, seed=PRM_SEEDS[0]),
         explain=expand("results/{ds}/explain/summary.json", ds=PRM_DATASETS),
+        decoded=expand("results/{ds}/decoded/summary.json", ds=PRM_DATASETS),
+        bundles=expand("results/{ds}/bundle/manifest.json", ds=PRM_DATASETS),
         metrics=expand("results/{ds}/metrics.json", ds=DATASETS),
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:

@@ -50,6 +50,7 @@ rule cache:
 rule latent_baselines:
     output:
         expand("results/{{ds}}/predictions/{method}.parquet", method=LATENT_BASELINES),
+        classifier="results/{ds}/diffae_lr/classifier.json",
     input:
         rules.prepare.output,
         z=rules.cache.output.z,
@@ -68,4 +69,4 @@ rule latent_baselines:
     shell:
         "python -m lvdr baseline {wildcards.ds} {params.methods} --config \"$LVDR_CONFIG\" "
         "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} "
-        "--out results/{wildcards.ds}/predictions --log {log}"
+        "--out results/{wildcards.ds}/predictions --models results/{wildcards.ds} --log {log}"

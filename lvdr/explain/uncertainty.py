@@ -11,8 +11,13 @@ curve rise; one that ranks at random leaves it flat (in expectation).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from lvdr.explain.plots import plt, save_figure
+from lvdr.explain.trajectories import as_sequence
 
 REFERRED = (0.0, 0.1, 0.2, 0.3)  # the shares of test sequences referred, most uncertain first
 
@@ -67,15 +72,13 @@ def referral(model, seqs, features, passes: int, seed: int, threshold: float | N
     from scipy.stats import mannwhitneyu
     from sklearn.metrics import roc_auc_score
 
+    from lvdr.predictions import decide
     from lvdr.prm.train import run_sequences
 
     probs = np.stack([r["probs"] for r in run_sequences(model, seqs, features, next(model.parameters()).device,
                                                         latents=False)])
     grades = np.array([s.grade for s in seqs])
-    if threshold is not None and probs.shape[1] == 2:
-        predicted = (probs[:, 1] >= threshold).astype(int)
-    else:
-        predicted = probs.argmax(1)
+    predicted = decide(probs, threshold)
     draws = mc_dropout_probabilities(model, seqs, features, passes, seed)
     uncertainty = predictive_entropy(draws)
     correct = predicted == grades
@@ -89,3 +92,24 @@ def referral(model, seqs, features, passes: int, seed: int, threshold: float | N
             "mean_entropy": float(uncertainty.mean()),
             "per_sequence": {"seq_id": [s.seq_id for s in seqs], "entropy": uncertainty.round(5).tolist(),
                              "correct": correct.astype(int).tolist()}}
+
+
+def referral_check(trajs: list[dict], model_path, latents_dir, passes: int, seed: int) -> dict:
+    """``referral`` on the test sequences of one trained run, with its stored threshold."""
+    from lvdr.diffae.cache import load_latents
+    from lvdr.prm.train import load_prm
+
+    model = load_prm(model_path)
+    return referral(model, [as_sequence(t) for t in trajs], load_latents(latents_dir), passes, seed, model.threshold)
+
+
+def referral_figure(curves: dict, path: Path, title: str) -> None:
+    """Accuracy on the sequences kept against the share referred, one line per run (seed)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for run, curve in curves.items():
+        ax.plot([100 * c["referred"] for c in curve], [c["accuracy"] for c in curve], marker="o", label=run)
+    ax.set_xlabel("most uncertain test sequences referred (%)")
+    ax.set_ylabel("accuracy on the rest")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    save_figure(fig, path)

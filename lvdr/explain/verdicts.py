@@ -1,0 +1,139 @@
+"""Every explanation's verdict: one word ('supports', 'does not support', 'inconclusive', 'not
+applicable') and the sentence with the number and test behind it, so that the report never claims
+more than was measured."""
+
+from __future__ import annotations
+
+CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm", "referral")  # the verdicts, in the report's order
+EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
+DELETION_P = 0.05  # and the deletion test this, one-sided
+
+
+def _g(x: float) -> str:
+    """Two significant figures, without a negative zero."""
+    return format(x + 0.0, ".2g")
+
+
+def verdicts(checks: dict) -> dict:
+    """One verdict per reading of a trajectory: (word, sentence), the word one of 'supports',
+    'does not support', 'inconclusive' or 'not applicable'. A model that predicts one class for
+    every test sequence has no decision to explain, so every check is then not applicable."""
+    c, n, d = checks["correlation"], checks["norm"], checks.get("deletion") or {}
+    if len(d.get("predicted_classes", [0, 1])) == 1:
+        why = (f"the model predicts class {d['predicted_classes'][0]} for every test sequence, so its trajectories "
+               "explain no decision")
+        return {key: ("not applicable", why) for key in CHECKS}
+    out = {}
+    if c["rho"] is None:
+        out["evidence"] = ("not applicable", "no per-slice evidence is recorded for this dataset")
+    elif c["rho"] > 0 and c["p"] < EVIDENCE_P:
+        out["evidence"] = ("supports", f"the trajectory moves most on the slices with the most evidence "
+                                       f"(ρ = {_g(c['rho'])}, p = {_g(c['p'])}, {c['n_steps']} steps)")
+    else:
+        out["evidence"] = ("does not support", f"the step size does not rise with the slice's evidence (ρ = {_g(c['rho'])}, "
+                                               f"p = {_g(c['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+    a = checks.get("correlation_position") or {"rho": None}
+    if a["rho"] is None:
+        out["position"] = ("not applicable", "no per-slice evidence is recorded, or no training trajectory gives the "
+                                             "typical step at each point of a sequence")
+    elif a["rho"] > 0 and a["p"] < EVIDENCE_P:
+        out["position"] = ("supports", f"where a slice shows more, the step is larger than the model's typical step at "
+                                       f"that point of a sequence (ρ = {_g(a['rho'])}, p = {_g(a['p'])})")
+    else:
+        why = (f"relative to the model's typical step at each point of a sequence, the step size does not rise with "
+               f"the evidence (ρ = {_g(a['rho'])}, p = {_g(a['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+        if out["evidence"][0] == "supports":
+            why += ": the raw correlation comes from where the evidence slices lie in a sequence, not from what they show"
+        out["position"] = ("does not support", why)
+    if not d.get("n_sequences"):
+        out["deletion"] = ("not applicable", "no test sequence has three or more slices, or the test was not run")
+    else:
+        effect = (f"deleting the largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, as many "
+                  f"random slices by {_g(d['drop_random'])} (Wilcoxon p = {'n/a' if d['p'] is None else _g(d['p'])}, "
+                  f"{d['n_sequences']} sequences)")
+        if d["drop_top"] > d["drop_random"] and d["p"] is not None and d["p"] < DELETION_P:
+            out["deletion"] = ("supports", effect)
+        elif d["drop_top"] > d["drop_random"]:
+            out["deletion"] = ("inconclusive", effect + f": the mean favours the largest steps, but not at p < {DELETION_P}")
+        else:
+            out["deletion"] = ("does not support", effect + ": the largest steps matter no more than random slices")
+    if d.get("drop_usual") is None:
+        out["deletion_position"] = ("not applicable", "the deletion test was not run against the usual positions")
+    else:
+        effect = (f"deleting this scan's largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, "
+                  f"deleting the slices where the model usually moves most by {_g(d['drop_usual'])} "
+                  f"(Wilcoxon p = {'n/a' if d['p_usual'] is None else _g(d['p_usual'])})")
+        if out["deletion"][0] == "does not support":  # a refinement of the deletion test cannot outdo it
+            out["deletion_position"] = ("does not support", effect + "; the largest steps matter no more than "
+                                                                      "random slices to begin with")
+        elif d["drop_top"] > d["drop_usual"] and d["p_usual"] is not None and d["p_usual"] < DELETION_P:
+            out["deletion_position"] = (("supports", effect) if out["deletion"][0] == "supports" else
+                                        ("inconclusive", effect + ", but the deletion test itself is inconclusive"))
+        elif d["drop_top"] > d["drop_usual"]:
+            out["deletion_position"] = ("inconclusive", effect + f": the mean favours the scan's own steps, but not at p < {DELETION_P}")
+        else:
+            out["deletion_position"] = ("does not support", effect + ": where the steps are large matters no more than "
+                                                                      "where they usually are")
+    out["referral"] = _referral_verdict(checks.get("referral"))
+    if n["rho"] is None:
+        out["norm"] = ("not applicable", "the test sequences hold one grade only")
+    elif n["p"] < EVIDENCE_P:
+        out["norm"] = ("supports", f"a sequence's mean ||P_t|| changes with its grade (ρ = {_g(n['rho'])}, p = {_g(n['p'])})")
+    else:
+        out["norm"] = ("does not support", f"the mean ||P_t|| does not follow the grade (ρ = {_g(n['rho'])}, "
+                                           f"p = {_g(n['p'])}; needs p < {EVIDENCE_P})")
+    return out
+
+
+def _referral_verdict(r: dict | None) -> tuple[str, str]:
+    """Does the MC-dropout uncertainty rank the wrong decisions first (one-sided Mann-Whitney, p < DELETION_P)?"""
+    if not r:
+        return ("not applicable", "the uncertainty was not measured (explain.uncertainty.passes is 0)")
+    if r["error_auroc"] is None:
+        return ("not applicable", f"the model is {'right' if r['n_wrong'] == 0 else 'wrong'} on every test sequence: "
+                                  "there is no error for the uncertainty to find")
+    first, last = r["curve"][0], r["curve"][-1]
+    effect = (f"accuracy {_g(first['accuracy'])} on all {first['n_kept']} test sequences, {_g(last['accuracy'])} on the "
+              f"{last['n_kept']} left when the most uncertain {last['referred']:.0%} are referred; the uncertainty tells its "
+              f"{r['n_wrong']} wrong decisions from the right ones with AUROC {_g(r['error_auroc'])} "
+              f"(Mann-Whitney p = {_g(r['error_p'])}, {r['passes']} MC-dropout passes)")
+    rises = last["accuracy"] > first["accuracy"]  # referring must help, not only rank errors a little higher
+    if r["error_auroc"] > 0.5 and r["error_p"] < DELETION_P and rises:
+        return ("supports", effect)
+    if r["error_auroc"] > 0.5 and rises:
+        return ("inconclusive", effect + f": the wrong decisions are more uncertain on average, but not at p < {DELETION_P}")
+    return ("does not support", effect + ": the uncertainty does not rank the wrong decisions first")
+
+
+
+
+def decoding_verdict(states: dict) -> tuple[str, str]:
+    """Do the decoded states carry the model's belief? The re-encoded decode of z_sem must agree with the
+    PRM's grade more often than two independent graders would (one-sided binomial, p < DELETION_P)."""
+    if not states.get("n_sequences"):
+        return ("not applicable", "no test sequence was decoded")
+    effect = (f"re-encoded and graded by the stage-1 classifier, the decode of z_sem agrees with the PRM's grade on "
+              f"{states['agreement_last']:.0%} of {states['n_sequences']} test sequences (chance {states['chance_last']:.0%}, "
+              f"binomial p = {_g(states['p_last'])}); over all {states['n_steps']} steps {states['agreement']:.0%}")
+    if states["agreement_last"] > states["chance_last"] and states["p_last"] < DELETION_P:
+        return ("supports", effect)
+    if states["agreement_last"] > states["chance_last"]:
+        return ("inconclusive", effect + f": above chance, but not at p < {DELETION_P}")
+    return ("does not support", effect + ": the decoded images do not show what the model decided")
+
+
+def counterfactual_verdict(result: dict) -> tuple[str, str]:
+    """Are one-grade counterfactuals valid: does the re-encoded decode move the requested way more often
+    than not (one-sided binomial against 1/2, p < DELETION_P)?"""
+    one = result.get("moves", {}).get(1) or {}
+    if not one.get("n_reached"):
+        return ("not applicable", "no test sequence's grade changed along the grade direction")
+    effect = (f"{one['n_valid']} of {one['n_reached']} one-grade counterfactuals ({one['valid_share']:.0%}) move the "
+              f"stage-1 classifier's grade the requested way (binomial p = {_g(one['p'])}"
+              + (f"; {one['n_requested'] - one['n_reached']} never reached the grade" if one["n_requested"] > one["n_reached"] else "")
+              + ")")
+    if one["valid_share"] > 0.5 and one["p"] < DELETION_P:
+        return ("supports", effect)
+    if one["valid_share"] > 0.5:
+        return ("inconclusive", effect + f": more often than not, but not at p < {DELETION_P}")
+    return ("does not support", effect + ": the counterfactuals fail their validity check")
