@@ -79,7 +79,8 @@ def encode(diffae, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grade_sequence(bundle, seq_id: str, slices: np.ndarray, mask, passes: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
-    """One sequence graded and explained: its grade.json entry and what the explanation page shows."""
+    """One sequence graded and explained: its grade.json entry and what the explanation page shows.
+    ``mask`` (n, H, W): the graded region in each slice (SPIDER's disc), for the counterfactual's proximity."""
     from lvdr.explain.counterfactuals import counterfactual_figure, counterfactuals
     from lvdr.explain.decoding import decoded_states, fixed_noise, states_figure, stochastic_spread
     from lvdr.explain.trajectories import step_sizes, steps_figure
@@ -141,8 +142,7 @@ def grade(scan, bundle_dir, out_dir, mask=None, disc: int | None = None, channel
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, pages = [], []
     for seq_id, slices, masks in seqs:
-        central_mask = None if masks is None else masks
-        entry, page = grade_sequence(loaded, seq_id, slices, central_mask, passes, seed, out_dir)
+        entry, page = grade_sequence(loaded, seq_id, slices, masks, passes, seed, out_dir)
         entries.append(entry)
         pages.append(page)
         log.info("%s: grade %d, probabilities %s", seq_id, entry["grade"], ", ".join(f"{p:.3f}" for p in entry["probabilities"]))

@@ -99,9 +99,18 @@ def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project)
         assert "inside" in decoded["stochastic"]["pixel_sd"]  # the disc / edema masks reached the decoder's checks
 
 
-def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path):
-    """`lvdr grade` prepares a raw demo scan as the pipeline did, and a bundle changed after export is refused."""
+def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path, monkeypatch, capsys):
+    """`lvdr grade` prepares a raw demo scan as the pipeline did, and a bundle changed after export is refused.
+    (In this process, not as a subprocess: each would spend seconds importing torch and MONAI.)"""
     import pandas as pd
+
+    from lvdr.cli import main
+
+    monkeypatch.chdir(project)
+
+    def grade(*args):
+        rc = main(["grade", *map(str, args)])
+        return rc, capsys.readouterr().err
 
     first = TINY.get("seed", 0)
     raw = project / "data" / "raw"
@@ -109,10 +118,9 @@ def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path
     case = spider[spider.split == "test"].iloc[0]
     series, disc = case.seq_id.rsplit("_ivd", 1)
     out = tmp_path / "spider"
-    done = run([sys.executable, "-m", "lvdr", "grade", str(raw / "spider" / "demo" / "images" / f"{series}.mha"),
-                "--mask", str(raw / "spider" / "demo" / "masks" / f"{series}.mha"), "--disc", disc,
-                "--model", "results/spider/bundle", "--out", str(out)], project)
-    assert done.returncode == 0, done.stderr[-3000:]
+    rc, err = grade(raw / "spider" / "demo" / "images" / f"{series}.mha", "--mask", raw / "spider" / "demo" / "masks" / f"{series}.mha",
+                    "--disc", disc, "--model", "results/spider/bundle", "--out", out)
+    assert rc == 0, err[-3000:]
     graded = json.loads((out / "grade.json").read_text())["sequences"]
     assert [g["sequence"] for g in graded] == [case.seq_id]
     expected = case[[f"p_{k}" for k in range(5)]].to_numpy(float)
@@ -124,23 +132,22 @@ def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path
     brats = pd.read_parquet(project / "results" / "brats" / "predictions" / "lvdr" / f"seed{first}.parquet")
     case_id = brats.seq_id.iloc[0].rsplit("_slab", 1)[0]
     flair = next((raw / "brats").rglob(f"{case_id}_flair.nii.gz"))
-    done = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", "results/brats/bundle", "--out", str(tmp_path / "brats")], project)
-    assert done.returncode == 0, done.stderr[-3000:]
+    rc, err = grade(flair, "--model", "results/brats/bundle", "--out", tmp_path / "brats")
+    assert rc == 0, err[-3000:]
     graded = {g["sequence"]: g["probabilities"] for g in json.loads((tmp_path / "brats" / "grade.json").read_text())["sequences"]}
     mine = brats[brats.seq_id.str.startswith(case_id + "_slab")]
     assert set(graded) == set(mine.seq_id)
     for row in mine.itertuples():
         np.testing.assert_allclose(graded[row.seq_id], [row.p_0, row.p_1], atol=2e-4)
 
-    wrong = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", "results/spider/bundle"], project)
-    assert wrong.returncode != 0 and "grades one disc" in wrong.stderr and "Traceback" not in wrong.stderr
-    seg = flair.with_name(flair.name.replace("_flair", "_seg"))
-    wrong = run([sys.executable, "-m", "lvdr", "grade", str(seg), "--model", "results/brats/bundle"], project)
-    assert wrong.returncode != 0 and "the name says seg" in wrong.stderr
+    rc, err = grade(flair, "--model", "results/spider/bundle")
+    assert rc == 2 and "grades one disc" in err and "Traceback" not in err
+    rc, err = grade(flair.with_name(flair.name.replace("_flair", "_seg")), "--model", "results/brats/bundle")
+    assert rc == 2 and "the name says seg" in err
     shutil.copytree(project / "results" / "brats" / "bundle", tmp_path / "tampered")
     (tmp_path / "tampered" / "config.json").write_text("{}")
-    refused = run([sys.executable, "-m", "lvdr", "grade", str(flair), "--model", str(tmp_path / "tampered")], project)
-    assert refused.returncode != 0 and "config.json: its sha256 does not match" in refused.stderr
+    rc, err = grade(flair, "--model", tmp_path / "tampered")
+    assert rc == 2 and "config.json: its sha256 does not match" in err
 
 
 def test_then_snakemake_has_nothing_to_do(project):

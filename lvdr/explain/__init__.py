@@ -1,11 +1,14 @@
-"""Explain LVDR's decisions: one small module per kind of explanation, and ``explain``, which runs
-them for every trained run (one per seed) and writes the figures and ``summary.json``.
+"""Explain LVDR's decisions: one small module per kind of explanation, and ``explain`` (`lvdr explain`),
+which runs the trajectory checks for every trained run (one per seed) and writes the figures and
+``summary.json``; ``visualise`` (`lvdr decode`) does the same for the decoded images.
 
 - ``trajectories``: the paper's readings of P_1..P_T (PCA paths, norm profile, step size vs evidence)
 - ``deletion``: does deleting the largest-step slices change the prediction more than random ones?
 - ``uncertainty``: MC-dropout uncertainty per sequence and the referral curve
-- ``decoding``: the reasoning states decoded into images, and counterfactuals along the grade direction
+- ``decoding``: the reasoning states z_t decoded into images, graded again by re-encoding; stochastic decodes
+- ``counterfactuals``: z_sem moved along the grade direction, decoded, checked for validity and proximity
 - ``verdicts``: what each check's number says, in one word and a sentence
+- ``plots``: what the figures share
 """
 
 from __future__ import annotations
