@@ -121,8 +121,9 @@ def grade_sequence(bundle, seq_id: str, slices: np.ndarray, mask, passes: int, s
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
         scratch = Path(scratch)
         steps_figure([traj], slices, np.full(len(slices), np.nan), scratch / "steps.png", f"{seq_id}: step size and the slice read")
-        states_figure([0], [traj], states, slices, spread, scratch / "decoded.png", f"{seq_id}: decoded reasoning states")
-        counterfactual_figure([0], [traj], cf, slices, central, scratch / "cf.png", f"{seq_id}: counterfactuals")
+        states_figure([0], [traj], states, slices, spread, scratch / "decoded.png", f"{seq_id}: decoded reasoning states",
+                      grade_name="graded")
+        counterfactual_figure([0], [traj], cf, slices, central, scratch / "cf.png", f"{seq_id}: counterfactuals", known=False)
         page["figures"] = [png_uri(scratch / f) for f in ("steps.png", "decoded.png", "cf.png")]
     return entry, page
 

@@ -90,6 +90,10 @@ def test_dvc_repro_builds_the_report(project):
 
 def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project):
     html = (project / "results" / "report.html").read_text()
+    # the DDIM round trip the decoded images rest on, printed beside the reconstructions (bench/ddim_roundtrip.py
+    # checks the demo SPIDER model's: 34 dB at 20 steps)
+    psnr = [float(x) for x in re.findall(r"DDIM MSE [0-9.e-]+ \(PSNR ([0-9.]+) dB\)", html)]
+    assert len(psnr) == 3 and min(psnr[:2]) >= 30, psnr
     assert "Decoded reasoning states" in html and "Counterfactuals along the grade direction" in html
     assert "results/spider/bundle/" in html
     for ds in ("spider", "brats"):

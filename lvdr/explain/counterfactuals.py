@@ -108,8 +108,9 @@ def counterfactuals(prm, diffae, classifier, trajs: list[dict], x_t, direction: 
 
 
 def counterfactual_figure(shown: list[int], trajs: list[dict], result: dict, slices: np.ndarray, rows: np.ndarray,
-                          path, title: str) -> None:
-    """Per shown sequence: central slice, reconstruction, and for each move the counterfactual and |difference|."""
+                          path, title: str, known: bool = True) -> None:
+    """Per shown sequence: central slice, reconstruction, and for each move the counterfactual and |difference|.
+    ``known``: the trajectories' grades are the true ones (else, a new scan's, they are not shown)."""
     cols = 2 + 2 * len(MOVES)
     fig, axes = plt.subplots(len(shown), cols, figsize=(1.35 * cols, 1.55 * len(shown) + 0.4), squeeze=False)
     for ax in axes.flat:
@@ -120,7 +121,7 @@ def counterfactual_figure(shown: list[int], trajs: list[dict], result: dict, sli
     for r, i in enumerate(shown):
         per = result["per_sequence"][i]
         show(axes[r, 0], slices[rows[i]]), axes[r, 0].set_axis_on()
-        axes[r, 0].set_title(f"{trajs[i]['seq_id']}\ntrue {trajs[i]['grade']}", fontsize=6)
+        axes[r, 0].set_title(f"{trajs[i]['seq_id']}" + (f"\ntrue {trajs[i]['grade']}" if known else "\ncentral slice"), fontsize=6)
         show(axes[r, 1], recon[i]), axes[r, 1].set_axis_on()
         axes[r, 1].set_title(f"reconstruction\npredicted {per['predicted']}", fontsize=6)
         for m, k in enumerate(MOVES):
