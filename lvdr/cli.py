@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scan", metavar="SCAN", help="the scan to grade (.mha, .nii.gz, ...)")
     p.add_argument("--model", metavar="DIR", required=True, help="a bundle folder written by `lvdr export`")
     p.add_argument("--mask", metavar="FILE", help="SPIDER: the scan's segmentation mask (.mha), which locates the disc")
-    p.add_argument("--disc", type=int, metavar="K", help="SPIDER: the disc's IVD label (1 = the lowest disc, as in SPIDER's gradings)")
+    p.add_argument("--disc", type=int, metavar="K", help="SPIDER: the disc's IVD label, as in radiological_gradings.csv "
+                                                          "(the mask holds it as 200 + K)")
     p.add_argument("--channel", type=int, metavar="N", help="BraTS: the FLAIR channel of a 4D volume (MSD layout: 0)")
     p.add_argument("--passes", type=int, metavar="N", help="MC-dropout passes (default: the bundle config's explain.uncertainty.passes)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the stochastic passes and decodes (default 0)")
