@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lvdr.errors import DataError
 from lvdr.files import atomic_path, write_json
@@ -69,18 +68,10 @@ def sequences_of(scan: Path, dataset: str, cfg: dict, mask: Path | None, disc: i
     raise DataError(f"a {dataset} bundle has no multi-slice model to grade with")
 
 
-@torch.no_grad()
-def encode(diffae, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(z, tokens) of every slice, as ``lvdr cache`` stores them (z float32, tokens float16)."""
-    from lvdr.data import to_model_range
-
-    z, tokens = diffae.encode(to_model_range(slices))
-    return z.float().numpy(), tokens.float().numpy().astype(np.float16)
-
-
 def grade_sequence(bundle, seq_id: str, slices: np.ndarray, mask, passes: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
     """One sequence graded and explained: its grade.json entry and what the explanation page shows.
     ``mask`` (n, H, W): the graded region in each slice (SPIDER's disc), for the counterfactual's proximity."""
+    from lvdr.diffae.cache import encode_slices
     from lvdr.explain.counterfactuals import counterfactual_figure, counterfactuals
     from lvdr.explain.decoding import decoded_states, fixed_noise, states_figure, stochastic_spread
     from lvdr.explain.trajectories import step_sizes, steps_figure
@@ -90,7 +81,7 @@ def grade_sequence(bundle, seq_id: str, slices: np.ndarray, mask, passes: int, s
     from lvdr.report.figures import png_uri
 
     prm, diffae, cfg = bundle.prm, bundle.diffae, bundle.diffae_config
-    features = encode(diffae, slices)
+    features = encode_slices(diffae, slices)
     keep = even_subsample(len(slices), bundle.config["prm"]["t_max"])
     seq = Sequence(seq_id, "new", -1, -1, keep, keep)
     result = run_sequences(prm, [seq], features, "cpu")[0]
@@ -112,7 +103,7 @@ def grade_sequence(bundle, seq_id: str, slices: np.ndarray, mask, passes: int, s
     states = decoded_states(prm, diffae, bundle.classifier, [traj], x_t, cfg, steps, prm.threshold)
     spread = stochastic_spread(diffae, x_t, result["z"][-1:], cfg, steps, 8, 1.0, seed)
     cf = counterfactuals(prm, diffae, bundle.classifier, [traj], x_t, bundle.direction, bundle.step, cfg, steps,
-                         mask, central, prm.threshold)
+                         None if mask is None else mask[central], prm.threshold, recon=states["images"][0][-1:])
     entry["decoded"] = {"grade_by_step": states["per_sequence"][0]["own"], "decoded_grade_by_step": states["per_sequence"][0]["reread"],
                         "pixel_sd": float(spread.mean())}
     entry["counterfactual"] = {**{k: v for k, v in cf["per_sequence"][0].items() if k not in ("seq_id", "grade")},

@@ -108,10 +108,9 @@ def test_decoded_states_agree_with_a_classifier_that_reads_them_right(known):
 def test_counterfactual_validity_follows_the_classifier_sign(known):
     cfg, diffae, prm, trajs, x_t = known
     direction = np.eye(D)[0]
-    rows = np.arange(len(trajs))
     masks = np.zeros((len(trajs), 8, 8), np.uint8)
     masks[:, 2:6, 2:6] = 1
-    good = counterfactuals(prm, diffae, Brightness(+1), trajs, x_t, direction, 0.05, cfg, 10, masks, rows)
+    good = counterfactuals(prm, diffae, Brightness(+1), trajs, x_t, direction, 0.05, cfg, 10, masks)
     one = good["moves"][1]
     assert one["n_reached"] == len(trajs) and one["valid_share"] == 1.0
     assert counterfactual_verdict(good)[0] == "supports"
@@ -121,7 +120,7 @@ def test_counterfactual_validity_follows_the_classifier_sign(known):
         assert seq["sign"] == (1 if seq["predicted"] == 0 else -1) and np.sign(seq["alpha"][1]) == seq["sign"]
     # a flat change: the same inside the mask and out
     assert one["change_inside"] == pytest.approx(one["change_outside"], rel=1e-4) and one["change_all"] > 0
-    bad = counterfactuals(prm, diffae, Brightness(-1), trajs, x_t, direction, 0.05, cfg, 10, masks, rows)
+    bad = counterfactuals(prm, diffae, Brightness(-1), trajs, x_t, direction, 0.05, cfg, 10, masks)
     assert bad["moves"][1]["valid_share"] == 0.0 and counterfactual_verdict(bad)[0] == "does not support"
     # step 0 is the reconstruction: the decode of z_sem itself
     z_sem = np.stack([t["z"][-1] for t in trajs])

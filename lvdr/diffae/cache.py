@@ -52,9 +52,9 @@ def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str |
         t_out = np.lib.format.open_memmap(t_tmp, mode="w+", dtype=np.float16, shape=token_shape)
         with torch.no_grad():
             for start in tqdm(range(0, n, batch_size), desc="cache latents", unit="batch"):
-                z, tokens = model.encode(to_model_range(data.slices[start:start + batch_size]).to(device))
-                z_out[start:start + len(z)] = z.float().cpu().numpy()
-                t_out[start:start + len(z)] = tokens.float().cpu().numpy()
+                z, tokens = encode_slices(model, data.slices[start:start + batch_size], device)
+                z_out[start:start + len(z)] = z
+                t_out[start:start + len(z)] = tokens
         z_out.flush()
         t_out.flush()
         del z_out, t_out
@@ -62,6 +62,14 @@ def build_cache(model_path: str | Path, prepared_dir: str | Path, out_dir: str |
                            "z_dim": z_shape[1], "token_shape": list(token_shape[1:]), "size_gb": round(float(size_gb), 4)})
     log.info("cached z %s and tokens %s for %d slices in %s (%.2f GB)", z_shape[1:], token_shape[1:], n, out_dir, size_gb)
     return meta_path
+
+
+@torch.no_grad()
+def encode_slices(model, slices: np.ndarray, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(z, tokens) of stored slices as the cache keeps them: z float32, tokens float16 (``lvdr grade`` reads a
+    new scan through this too, so that it sees exactly the numbers the PRM was trained on)."""
+    z, tokens = model.encode(to_model_range(slices).to(device))
+    return z.float().cpu().numpy(), tokens.float().cpu().numpy().astype(np.float16)
 
 
 def load_latents(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:

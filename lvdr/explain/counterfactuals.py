@@ -76,12 +76,16 @@ def search(prm, z_sem: np.ndarray, direction: np.ndarray, step: float, threshold
 
 
 def counterfactuals(prm, diffae, classifier, trajs: list[dict], x_t, direction: np.ndarray, step: float, cfg: dict,
-                    steps: int, masks: np.ndarray | None, rows: np.ndarray, threshold: float | None = None) -> dict:
-    """Decode each test sequence's reconstruction and counterfactuals; measure validity and proximity."""
+                    steps: int, masks: np.ndarray | None = None, threshold: float | None = None,
+                    recon: np.ndarray | None = None) -> dict:
+    """Decode each sequence's counterfactuals; measure validity and proximity. ``masks`` (n, H, W): the graded
+    region of each sequence's central slice; ``recon``: the decodes of z_sem from x_T where they are made already
+    (``decoded_states``' last images), else they are decoded here."""
     z_sem = np.stack([tr["z"][-1] for tr in trajs])
     found = search(prm, z_sem, direction, step, threshold)
     num_classes = prm.head.out_features
-    recon = decode_latents(diffae, x_t, z_sem, cfg, steps, desc="decode reconstructions")
+    if recon is None:
+        recon = decode_latents(diffae, x_t, z_sem, cfg, steps, desc="decode reconstructions")
     base = score(grade_images(diffae, classifier, num_classes, recon))
     out = {"n_sequences": len(trajs), "step": step, "moves": {}}
     images = {0: recon}
@@ -96,7 +100,7 @@ def counterfactuals(prm, diffae, classifier, trajs: list[dict], x_t, direction: 
             record.update(valid_share=float(valid.mean()), n_valid=int(valid.sum()),
                           p=float(binomtest(int(valid.sum()), len(todo), 0.5, alternative="greater").pvalue),
                           mean_alpha=float(np.mean([abs(found[i]["alpha"][k]) for i in todo])))
-            change = inside_outside(np.abs(cf - recon[todo]).mean(1), None if masks is None else masks[rows[todo]])
+            change = inside_outside(np.abs(cf - recon[todo]).mean(1), None if masks is None else masks[todo])
             record.update({f"change_{k}": v for k, v in change.items()})
             for i, j in enumerate(todo):
                 found[j].setdefault("valid", {})[k] = bool(valid[i])

@@ -88,6 +88,7 @@ def chance_agreement(a: np.ndarray, b: np.ndarray, num_classes: int) -> float:
 def decoded_states(prm, diffae, classifier, trajs: list[dict], x_t: torch.Tensor, cfg: dict, steps: int,
                    threshold: float | None = None) -> dict:
     """Decode every step of every trajectory from its sequence's x_T; grade each decode by re-encoding.
+    ``threshold``: the PRM's binary decision threshold (the classifier decides as it does in its own predictions).
 
     Returns per sequence the decoded images (T, C, H, W), the PRM's grade at each step and the
     re-encoded grade; and the agreement of the two over all steps and at the last step (z_sem), with
@@ -99,7 +100,7 @@ def decoded_states(prm, diffae, classifier, trajs: list[dict], x_t: torch.Tensor
     z = np.concatenate([tr["z"] for tr in trajs])
     images = decode_latents(diffae, x_t[torch.as_tensor(owner)], z, cfg, steps, desc="decode reasoning states")
     own = decide(head_probs(prm, z), threshold)
-    reread = decide(grade_images(diffae, classifier, num_classes, images), threshold if num_classes == 2 else None)
+    reread = decide(grade_images(diffae, classifier, num_classes, images))  # the classifier's own decision rule
     ends = np.cumsum(lengths)
     last = ends - 1
     agree_last = int((own[last] == reread[last]).sum())

@@ -41,8 +41,7 @@ def visualise(run: str | Path, diffae_path: str | Path, classifier_path: str | P
         test = [test[i] for i in np.sort(rng.choice(len(test), max_sequences, replace=False))]
     prm = load_prm(run / "model.pt")
     diffae, cfg = load_model(diffae_path)
-    diffae.eval()
-    classifier, num_classes = load_linear(classifier_path)
+    classifier, _ = load_linear(classifier_path)
     steps = cfg["ddim_steps"]
     rows = central_rows(test)
     masks = None if data.masks is None else data.masks[rows]
@@ -50,7 +49,8 @@ def visualise(run: str | Path, diffae_path: str | Path, classifier_path: str | P
     x_t = fixed_noise(diffae, data.slices, rows, cfg, steps)
     states = decoded_states(prm, diffae, classifier, test, x_t, cfg, steps, prm.threshold)
     direction, step = fit_grade_direction(train)
-    cf = counterfactuals(prm, diffae, classifier, test, x_t, direction, step, cfg, steps, data.masks, rows, prm.threshold)
+    cf = counterfactuals(prm, diffae, classifier, test, x_t, direction, step, cfg, steps, masks, prm.threshold,
+                         recon=np.stack([images[-1] for images in states["images"]]))
     index = {t["seq_id"]: i for i, t in enumerate(test)}
     shown = [index[t["seq_id"]] for t in pick(test, 1, seed)]  # one per grade, in the figures
     z_sem = np.stack([test[i]["z"][-1] for i in shown])
