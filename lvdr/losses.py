@@ -6,23 +6,30 @@ import torch
 import torch.nn.functional as F
 
 
-def ordinal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Paper eq. 2: cross-entropy plus alpha * (E[y_hat] - y)^2 under the softmax over grades."""
-    ce = F.cross_entropy(logits, target, weight=weight)
+def ordinal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, weight: torch.Tensor | None = None,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Paper eq. 2: cross-entropy plus alpha * (E[y_hat] - y)^2 under the softmax over grades. With
+    ``reduction="none"`` each example's loss, its cross-entropy scaled by its class weight (as
+    F.cross_entropy does), for callers that weigh examples themselves."""
     grades = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
     expected = (logits.softmax(dim=1) * grades).sum(dim=1)
-    return ce + alpha * (expected - target.to(logits.dtype)).pow(2).mean()
+    squared = (expected - target.to(logits.dtype)).pow(2)
+    if reduction == "none":
+        return F.cross_entropy(logits, target, weight=weight, reduction="none") + alpha * squared
+    return F.cross_entropy(logits, target, weight=weight) + alpha * squared.mean()
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Focal loss (Lin et al. 2020) over class logits: down-weights examples already classified well."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None,
+               reduction: str = "mean") -> torch.Tensor:
+    """Focal loss (Lin et al. 2020) over class logits: down-weights examples already classified well.
+    ``reduction="none"``: each example's loss, scaled by its class weight."""
     log_p = F.log_softmax(logits, dim=1)
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt
     if weight is not None:
         loss = loss * weight[target]
-        return loss.sum() / weight[target].sum()
-    return loss.mean()
+        return loss if reduction == "none" else loss.sum() / weight[target].sum()
+    return loss if reduction == "none" else loss.mean()
 
 
 def class_weights(labels, num_classes: int) -> torch.Tensor:

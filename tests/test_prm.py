@@ -6,7 +6,7 @@ import torch
 
 from lvdr import config as configs
 from lvdr.prm.model import PRM
-from lvdr.prm.train import even_subsample, losses, trajectory_loss
+from lvdr.prm.train import even_subsample, losses, step_loss, trajectory_loss
 
 K, C, D, Z = 4, 6, 16, 8  # tokens per slice, token channels, model width, slice-latent width
 
@@ -136,6 +136,31 @@ def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():
     assert "cls" in binary and torch.isfinite(binary["total"])
 
 
+def test_step_loss_grades_every_intermediate_state_and_only_those():
+    cfg = prm_config(lambda_step=0.5)
+    mask = torch.arange(5)[None] < torch.tensor([5, 3, 1])[:, None]
+    labels = torch.tensor([2, 0, 1])
+    right = torch.full((3, 5, 3), -10.0)
+    right[torch.arange(3), :, labels] = 10.0  # every state sure of its sequence's grade
+    wrong = right.clone()
+    wrong[:, -1] = 0.0  # padded steps and the last real step of the first sequence
+    wrong[2] = 0.0  # a one-slice sequence has no intermediate state
+    sure = torch.tensor([[-10.0, 10.0]]).expand(3, 5, 2)
+    assert step_loss(cfg, "binary", sure, torch.ones(3, dtype=torch.long), mask).item() < 1e-3
+    assert step_loss({**cfg, "binary_loss": "focal"}, "binary", sure, torch.zeros(3, dtype=torch.long), mask).item() > 5
+    assert step_loss(cfg, "ordinal", right, labels, mask).item() < 1e-3
+    torch.testing.assert_close(step_loss(cfg, "ordinal", wrong, labels, mask), step_loss(cfg, "ordinal", right, labels, mask))
+    lost = right.clone()
+    lost[1, 0] = 0.0  # one intermediate state of a 3-slice sequence is unsure: counted at 1/2 of that sequence
+    uniform = torch.nn.functional.cross_entropy(torch.zeros(1, 3), torch.tensor([0])) + cfg["ordinal_alpha"] * 1.0
+    torch.testing.assert_close(step_loss(cfg, "ordinal", lost, labels, mask), uniform / 2 / 2, atol=2e-3, rtol=0)
+    assert step_loss(cfg, "ordinal", right, labels, torch.arange(5)[None] < torch.ones(3, 1)).item() == 0.0
+    out = {"P": torch.randn(3, 5, D), "logits": right[:, 0], "step_logits": lost}
+    terms = losses(cfg, "ordinal", out, labels, mask, recon=torch.tensor(0.0))
+    torch.testing.assert_close(terms["total"], cfg["lambda_traj"] * terms["traj"] + cfg["lambda_ord"] * terms["ord"]
+                               + 0.5 * terms["step"])
+
+
 def test_tiny_prm_overfits_a_handful_of_sequences():
     torch.manual_seed(0)
     cfg = prm_config(dropout=0.0, slot_dropout=0.0, stochastic_depth=0.0)
@@ -169,7 +194,7 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
 
     dae = train_diffae(diffae_config, spider_prepared, tmp_path / "dae", seed=1, device_name="cpu")
     build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
-    cfg = {**prm_config(), "recon_k": 2,
+    cfg = {**prm_config(lambda_step=1.0), "recon_k": 2,
            "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2}}
     half = {**cfg, "train": {**cfg["train"], "steps": 2}}
     run = lambda c, name: train(c, spider_prepared, tmp_path / "latents", dae, tmp_path / name,  # noqa: E731

@@ -193,7 +193,8 @@ class PRM(nn.Module):
         (B, T, d_z) the slices' semantic latents z (read with ``read_z``).
 
         Returns ``z_sem`` (B, d), ``logits`` (B, C) and the trajectory ``P`` (B, T, d); with
-        ``latents`` also the decodable per-step latents ``z`` (B, T, d). Padded steps repeat the last state.
+        ``latents`` also the decodable per-step latents ``z`` (B, T, d) and the head's ``step_logits``
+        (B, T, C) on each of them. Padded steps repeat the last state.
         """
         b, t_max = tokens.shape[:2]
         slice_embedding = sinusoidal(depth, self.d)
@@ -217,6 +218,7 @@ class PRM(nn.Module):
         out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1)}
         if latents:
             out["z"] = torch.stack(step_latents, 1)
+            out["step_logits"] = self.head(out["z"])
         return out
 
     @staticmethod

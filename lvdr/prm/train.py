@@ -3,7 +3,11 @@
 L = L_recon + l_traj L_traj + l_ord L_ord + l_cls L_cls, where L_recon is the stage-1 decoder's
 noise-prediction loss conditioned on z_sem at K random slices of the sequence, L_traj the mean
 cosine distance of P_t to P_T, L_ord the ordinal loss (graded datasets) and L_cls binary CE or
-focal loss (binary datasets), class-weighted by default. A fixed number of steps under AdamW with
+focal loss (binary datasets), class-weighted by default. Beyond the paper, ``lambda_step`` adds
+L_step, the same grading loss on every intermediate state z_t: the belief after each slice should be
+the best guess from the slices read so far, so the memory has a reason to move on a slice that
+changes the guess and to hold still on one that does not (issue 9: without it, the BraTS memory
+moved least on the edema slices). A fixed number of steps under AdamW with
 a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The PRM
 standardises its inputs (patch tokens and z) with the training slices' per-channel mean and sd,
 kept in the model, so grading a new scan later applies exactly the same scaling. The
@@ -136,12 +140,34 @@ def grading_loss(cfg: dict, task: str, logits: torch.Tensor, labels: torch.Tenso
     return F.cross_entropy(logits, labels, weight=weight)
 
 
+def step_loss(cfg: dict, task: str, step_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+              weight=None) -> torch.Tensor:
+    """L_step: the grading loss of every intermediate state z_t (t < T, real slices only), each against its
+    sequence's label, each sequence weighing the same whatever its length (0 when no sequence has two slices)."""
+    lengths = mask.sum(1)
+    earlier = mask & (torch.arange(mask.shape[1], device=mask.device)[None] < (lengths - 1)[:, None])
+    if not earlier.any():
+        return step_logits.sum() * 0
+    per_step = 1.0 / (lengths - 1).clamp(min=1)[:, None].expand_as(earlier)[earlier]
+    logits, targets = step_logits[earlier].float(), labels[:, None].expand_as(earlier)[earlier]
+    if task == "ordinal":
+        loss = ordinal_loss(logits, targets, cfg["ordinal_alpha"], weight, reduction="none")
+    elif cfg["binary_loss"] == "focal":
+        loss = focal_loss(logits, targets, cfg["focal_gamma"], weight, reduction="none")
+    else:
+        loss = F.cross_entropy(logits, targets, weight=weight, reduction="none")
+    scale = per_step * (1.0 if weight is None else weight[targets])
+    return (loss * per_step).sum() / scale.sum()
+
+
 def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon, weight=None,
            traj_factor: float = 1.0) -> dict:
     terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask),
              "ord" if task == "ordinal" else "cls": grading_loss(cfg, task, out["logits"].float(), labels, weight)}
     weights = {"recon": cfg["lambda_recon"], "traj": traj_factor * cfg["lambda_traj"], "ord": cfg["lambda_ord"],
-               "cls": cfg["lambda_cls"]}
+               "cls": cfg["lambda_cls"], "step": cfg["lambda_step"]}
+    if cfg["lambda_step"] > 0:
+        terms["step"] = step_loss(cfg, task, out["step_logits"], labels, mask, weight)
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
 
@@ -258,7 +284,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         labels = torch.as_tensor([s.grade for s in batch], device=device)
         model.train()
         with autocast(device, tcfg["precision"]):
-            out = model(**inputs)
+            out = model(**inputs, latents=cfg["lambda_step"] > 0)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
             terms = losses(cfg, task, out, labels, inputs["mask"], recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
