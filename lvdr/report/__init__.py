@@ -119,9 +119,13 @@ def reference_table(name: str, measured: dict | None) -> str:
     return _html_table(frame)
 
 
-def metrics_caption(name: str, meta: dict, source_kind: str) -> list[str]:
+def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = None) -> list[str]:
     """What a reader must know before comparing this dataset's rows, in the dataset's own terms."""
     out = []
+    if prm and prm.get("lambda_step", 0) > 0 and name in prm.get("datasets", []):
+        out.append(f"LVDR's PRM was trained with a term beyond the paper's objective (eq. 4): L_step, the grading loss "
+                   f"on every intermediate state z_t, weight {prm['lambda_step']:g} (prm.lambda_step; 0 gives the paper's "
+                   f"objective alone).")
     if source_kind == "demo":
         out.append("Measured on generated demo data: these rows show that every stage runs and learns. They are not "
                    "comparable with the published rows below, which were measured on the real data.")
@@ -213,7 +217,7 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
-        **model_figures(name, results / name, cfg["seed"], meta, source["kind"]),
+        **model_figures(name, results / name, cfg["seed"], meta, source["kind"], cfg.get("prm")),
     }
 
 
@@ -221,7 +225,7 @@ CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121/seed{seed}": 
           "lvdr/seed{seed}": "LVDR's PRM (total loss, eq. 4; first seed)"}
 
 
-def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: str) -> dict:
+def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: str, prm: dict | None = None) -> dict:
     """Training curves, DiffAE reconstructions and the metric table, for whatever stages have run."""
     out = {"curves": [], "recon": None, "metrics": None}
     for model, label in CURVES.items():
@@ -246,7 +250,7 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
         if metrics else None
     out["temperature"] = temperature_rows(metrics)
     out["reference"] = reference_table(name, metrics)
-    out["caption"] = metrics_caption(name, meta, source_kind)
+    out["caption"] = metrics_caption(name, meta, source_kind, prm)
     out["paired"] = paired_table(metrics)
     out["ablations"] = ablation_verdicts(metrics["task"], metrics["methods"]) if metrics else []
     return out
