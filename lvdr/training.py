@@ -35,16 +35,53 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """Mixed precision where the device has it: bf16 (or fp16) on GPU; plain fp32 on CPU."""
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype a ``precision`` setting means on ``device``: auto is bf16 on GPUs that have
+    it, fp16 on other GPUs and none (plain fp32) on the CPU; None means no autocast."""
     if precision == "auto":
         if device.type != "cuda":
-            return contextlib.nullcontext()
+            return None
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Mixed precision where the device has it: bf16 (or fp16) on GPU; plain fp32 on CPU."""
+    dtype = autocast_dtype(device, precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class MixedPrecision:
+    """One training loop's precision: autocast (``autocast``), and a gradient step that scales the loss
+    when it runs in fp16, whose narrow range flushes small gradients to zero without a GradScaler
+    (bf16 keeps fp32's range and needs none). TF32 matmuls on CUDA unless fp32 is asked for. On the
+    CPU with ``auto`` nothing changes: the scaler is off, and the step is backward, clip, step, bit for
+    bit as a plain loop."""
+
+    def __init__(self, device: torch.device, precision: str = "auto"):
+        self.device, self.dtype = device, autocast_dtype(device, precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        if device.type == "cuda":  # Ampere and later run fp32 matmuls and convolutions as TF32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
+
+    def autocast(self):
+        return contextlib.nullcontext() if self.dtype is None else torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, grad_clip: float) -> None:
+        """Backward, clip the global gradient norm (of the unscaled gradients), optimiser step; a step whose
+        scaled gradients overflowed is skipped and the scale lowered, as GradScaler does."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state:  # checkpoints from before the scaler was saved, and fp32 runs, hold none
+            self.scaler.load_state_dict(state)
 
 
 def seed_step(seed: int, step: int) -> None:

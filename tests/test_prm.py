@@ -186,7 +186,8 @@ def test_subsampling_keeps_order_and_endpoints(n, t_max):
     assert np.all(np.diff(keep) > 0)
 
 
-def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, diffae_config, tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the GradScaler's state must resume too
+def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, diffae_config, tmp_path, precision):
     from lvdr.diffae.cache import build_cache
     from lvdr.diffae.train import train as train_diffae
     from lvdr.predictions import read_predictions
@@ -195,7 +196,7 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
     dae = train_diffae(diffae_config, spider_prepared, tmp_path / "dae", seed=1, device_name="cpu")
     build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
     cfg = {**prm_config(lambda_step=1.0), "recon_k": 2,
-           "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2}}
+           "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2, "precision": precision}}
     half = {**cfg, "train": {**cfg["train"], "steps": 2}}
     run = lambda c, name: train(c, spider_prepared, tmp_path / "latents", dae, tmp_path / name,  # noqa: E731
                                 tmp_path / f"{name}.parquet", seed=4, device_name="cpu")

@@ -26,7 +26,7 @@ from lvdr.errors import DataError
 from lvdr.evaluate.metrics import point_metrics
 from lvdr.losses import class_weights, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
-from lvdr.training import (EMA, Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch,
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch,
                            seed_step, write_curve)
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,11 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     state = checkpoints.load() or {"step": 0, "curve": [], "best_score": float("inf"), "best_step": 0,
                                    "best_model": None, "bad_evals": 0}
     ema = EMA(model, cfg["ema_decay"]) if cfg["ema_decay"] > 0 else None
+    precision = MixedPrecision(device, cfg["precision"])
     if state["step"]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler"))
         if ema is not None:
             ema.load_state_dict(state["ema"])
     evaluated = ema.model if ema is not None else model  # what is validated and kept
@@ -140,15 +142,13 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
                          for i in index]) * 2 - 1
         y = torch.as_tensor(labels[index], device=device)
         model.train()
-        with autocast(device, cfg["precision"]):
+        with precision.autocast():
             logits = model(x.to(device))
         loss = loss_fn(logits.float(), y)
         for group in optimizer.param_groups:
             group["lr"] = cfg["lr"] * lr_factor(state["step"], cfg["max_steps"], cfg["schedule"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-        optimizer.step()
+        precision.step(loss, optimizer, model.parameters(), cfg["grad_clip"])
         if ema is not None:
             ema.update(model)
         state["step"] += 1
@@ -166,7 +166,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
             bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=state["best_step"])
             state["curve"].append(row)
             checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "ema": None if ema is None else ema.state_dict()})
+                              "ema": None if ema is None else ema.state_dict(), "scaler": precision.state_dict()})
         else:
             state["curve"].append(row)
         bar.update(1)

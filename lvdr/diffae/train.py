@@ -24,7 +24,7 @@ from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
-from lvdr.training import (EMA, Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
                            write_curve)
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,14 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
                                                                   | {"train": {k: v for k, v in tcfg.items() if k != "steps"},
                                                                      "seed": seed, "shape": images.shape,
                                                                      "model": model_signature(model)}))
+    precision = MixedPrecision(device, tcfg["precision"])
     step, curve = 0, []
     state = checkpoints.load()
     if state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler"))
         step, curve = state["step"], state["curve"]
     n_params = sum(p.numel() for p in model.parameters())
     log.info("DiffAE: %.2fM parameters, %d training slices of %s, %d steps of %d on %s",
@@ -88,13 +90,11 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
         x0 = to_model_range(images[index]).to(device)
         noise = torch.randn_like(x0)
         t = torch.randint(0, cfg["timesteps"], (len(x0),), device=device)
-        with autocast(device, tcfg["precision"]):
+        with precision.autocast():
             prediction = model(scheduler.add_noise(x0, noise, t), t, x0)
         loss = F.mse_loss(prediction.float(), noise)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
-        optimizer.step()
+        precision.step(loss, optimizer, model.parameters(), tcfg["grad_clip"])
         ema.update(model)
         step += 1
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
@@ -102,8 +102,8 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
-            checkpoints.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                              "optimizer": optimizer.state_dict(), "step": step, "curve": curve})
+            checkpoints.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scaler": precision.state_dict(), "step": step, "curve": curve})
     bar.close()
     elapsed = time.perf_counter() - started
     if curve:

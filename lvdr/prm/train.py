@@ -42,7 +42,7 @@ from lvdr.files import atomic_path
 from lvdr.losses import class_weights, focal_loss, ordinal_loss
 from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import (EMA, Checkpoints, autocast, config_hash, model_signature, pick_device, save_torch, seed_step,
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
                            write_curve)
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,11 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "tokens": tokens.shape,
                                                                     "model": model_signature(model)}))
     state = checkpoints.load() or {"step": 0, "curve": [], "best": None, "best_step": 0, "best_model": None}
+    precision = MixedPrecision(device, tcfg["precision"])
     if state["step"]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler"))
         if ema:
             ema.load_state_dict(state["ema"])
         if cfg["finetune_decoder"]:
@@ -283,15 +285,13 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         inputs = collate(batch, features, device)
         labels = torch.as_tensor([s.grade for s in batch], device=device)
         model.train()
-        with autocast(device, tcfg["precision"]):
+        with precision.autocast():
             out = model(**inputs, latents=cfg["lambda_step"] > 0)
             recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
             terms = losses(cfg, task, out, labels, inputs["mask"], recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
-        optimizer.step()
+        precision.step(terms["total"], optimizer, params, tcfg["grad_clip"])
         if ema:
             ema.update(model)
         state["step"] += 1
@@ -309,7 +309,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
             extra = {"decoder": decoder.state_dict()} if cfg["finetune_decoder"] else {}
             if ema:
                 extra["ema"] = ema.state_dict()
-            checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra})
+            checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scaler": precision.state_dict(), **extra})
         else:
             state["curve"].append(row)
         bar.update(1)
