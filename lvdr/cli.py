@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(args) -> dict:
     paths = args.config or ([Path("config/config.yaml")] if Path("config/config.yaml").is_file() else [])
     if args.command != "config":
-        log.info("lvdr %s: config %s", args.command, ", ".join(map(str, paths)) or "built-in defaults")
+        job = f" (SLURM job {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_JOB_ID") else ""  # which job wrote a log
+        log.info("lvdr %s: config %s%s", args.command, ", ".join(map(str, paths)) or "built-in defaults", job)
     return configs.load(paths)
 
 
