@@ -6,8 +6,9 @@ cosine distance of P_t to P_T, L_ord the ordinal loss (graded datasets) and L_cl
 focal loss (binary datasets), class-weighted by default. Beyond the paper, ``lambda_step`` adds
 L_step, the same grading loss on every intermediate state z_t: the belief after each slice should be
 the best guess from the slices read so far, so the memory has a reason to move on a slice that
-changes the guess and to hold still on one that does not (issue 9: without it, the BraTS memory
-moved least on the edema slices). A fixed number of steps under AdamW with
+changes the guess and to hold still on one that does not. Off by default: on the demo BraTS it
+turned the step size towards the edema on one draw and not on another (README). A fixed number of
+steps under AdamW with
 a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The PRM
 standardises its inputs (patch tokens and z) with the training slices' per-channel mean and sd,
 kept in the model, so grading a new scan later applies exactly the same scaling. The

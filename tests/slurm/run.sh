@@ -40,7 +40,15 @@ CPUS=$(nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))  # leave 1 GB to the system
 mkdir -p "$WORK/state" "$WORK/spool" /run/munge
 chown munge:munge /run/munge
-cat > "$WORK/slurm.conf" <<EOF
+# Slurm's default location: the job steps' srun reads the config from there, whatever SLURM_CONF said
+# at submission. An /etc/slurm/slurm.conf that this script did not write is left alone.
+CONF=/etc/slurm/slurm.conf
+if [ -f "$CONF" ] && ! grep -q "^# written by lvdr tests/slurm/run.sh" "$CONF"; then
+    say "$CONF exists and was not written by this script: not replacing it"; exit 1
+fi
+mkdir -p /etc/slurm
+cat > "$CONF" <<EOF
+# written by lvdr tests/slurm/run.sh
 ClusterName=lvdr
 SlurmctldHost=$NODE
 SlurmUser=root
@@ -63,7 +71,7 @@ MinJobAge=600
 NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=lvdr Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-export SLURM_CONF="$WORK/slurm.conf"
+export SLURM_CONF="$CONF"
 
 stop() {
     say "stopping the daemons"
@@ -71,6 +79,7 @@ stop() {
         [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
     done
     [ -n "${MUNGED_STARTED:-}" ] && [ -f /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+    rm -f "$CONF"  # this script wrote it (checked above)
 }
 trap stop EXIT
 
