@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler
 from torch.utils.flop_counter import FlopCounterMode
 
 from lvdr import config as configs
@@ -58,13 +59,14 @@ def diffae_step(cfg, device, batch):
     model = DiffAE(1, size, d).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=d["train"]["lr"])
     precision = MixedPrecision(device, d["train"]["precision"])
+    scheduler = DDPMScheduler(num_train_timesteps=d["timesteps"], schedule=d["beta_schedule"])
     x0 = torch.rand(batch, 1, size, size, device=device) * 2 - 1
     t = torch.randint(0, d["timesteps"], (batch,), device=device)
 
-    def step():
+    def step():  # as lvdr.diffae.train: noise x0 to step t, predict the noise
         noise = torch.randn_like(x0)
         with precision.autocast():
-            loss = F.mse_loss(model(x0 + noise, t, x0).float(), noise)
+            loss = F.mse_loss(model(scheduler.add_noise(x0, noise, t), t, x0).float(), noise)
         optimizer.zero_grad(set_to_none=True)
         precision.step(loss, optimizer, model.parameters(), d["train"]["grad_clip"])
 

@@ -45,10 +45,13 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def _autocast_in(device: torch.device, dtype: torch.dtype | None):
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     """Mixed precision where the device has it: bf16 (or fp16) on GPU; plain fp32 on CPU."""
-    dtype = autocast_dtype(device, precision)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+    return _autocast_in(device, autocast_dtype(device, precision))
 
 
 class MixedPrecision:
@@ -65,7 +68,7 @@ class MixedPrecision:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
 
     def autocast(self):
-        return contextlib.nullcontext() if self.dtype is None else torch.autocast(self.device.type, dtype=self.dtype)
+        return _autocast_in(self.device, self.dtype)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, grad_clip: float) -> None:
         """Backward, clip the global gradient norm (of the unscaled gradients), optimiser step; a step whose
