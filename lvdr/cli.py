@@ -302,7 +302,10 @@ def run(args) -> None:
     if getattr(args, "threads", None):
         import torch
 
-        args.threads = max(1, min(args.threads, os.cpu_count() or 1))
+        from lvdr.distributed import world_size
+
+        # a torchrun launch's processes share the job's threads
+        args.threads = max(1, min(args.threads, os.cpu_count() or 1) // world_size())
         torch.set_num_threads(args.threads)
     if args.command == "config":
         sys.stdout.write(configs.dump(cfg))
@@ -402,7 +405,10 @@ def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(args.log, args.verbose)
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone logs; the others say only what goes wrong
+        logs.setup(None, False, logging.WARNING)
+    else:
+        logs.setup(args.log, args.verbose)
     started = time.perf_counter()
     try:
         run(args)

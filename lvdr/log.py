@@ -10,10 +10,10 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def setup(log_file: str | Path | None = None, verbose: bool = False) -> None:
+def setup(log_file: str | Path | None = None, verbose: bool = False, level: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers.clear()
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(level or (logging.DEBUG if verbose else logging.INFO))
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
     root.addHandler(console)

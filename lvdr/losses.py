@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lvdr.distributed import batch_mean
+
 
 def ordinal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, weight: torch.Tensor | None = None,
                  reduction: str = "mean") -> torch.Tensor:
@@ -16,7 +18,14 @@ def ordinal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, weigh
     squared = (expected - target.to(logits.dtype)).pow(2)
     if reduction == "none":
         return F.cross_entropy(logits, target, weight=weight, reduction="none") + alpha * squared
-    return F.cross_entropy(logits, target, weight=weight) + alpha * squared.mean()
+    return cross_entropy(logits, target, weight) + alpha * batch_mean(squared)
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """F.cross_entropy's (class-weighted) mean, taken with ``batch_mean`` so that it is over the global batch
+    in data-parallel training."""
+    per_example = F.cross_entropy(logits, target, reduction="none")
+    return batch_mean(per_example, None if weight is None else weight[target])
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None,
@@ -26,10 +35,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, w
     log_p = F.log_softmax(logits, dim=1)
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt
-    if weight is not None:
-        loss = loss * weight[target]
-        return loss if reduction == "none" else loss.sum() / weight[target].sum()
-    return loss if reduction == "none" else loss.mean()
+    if reduction == "none":
+        return loss if weight is None else loss * weight[target]
+    return batch_mean(loss, None if weight is None else weight[target])
 
 
 def class_weights(labels, num_classes: int) -> torch.Tensor:

@@ -85,3 +85,11 @@ def spider_prepared(spider_demo, tmp_path_factory) -> Path:
 @pytest.fixture
 def diffae_config() -> dict:
     return configs.validate({"diffae": TINY_DIFFAE})["diffae"]
+
+
+@pytest.fixture
+def kill_at(monkeypatch):
+    """kill_at(k): the next training run stops (raises kill.Killed) at its step k, after the checkpoints before it."""
+    import kill
+
+    return lambda step: kill.arm(step, kill._raise, monkeypatch.setattr)

@@ -1,7 +1,10 @@
 """DenseNet121 baseline: it learns, resumes exactly, and writes the shared predictions format."""
 
+import logging
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from lvdr import config as configs
@@ -36,10 +39,16 @@ def test_flips_only_where_anatomy_allows():
     assert "RandFlip" in names("brats") and "RandFlip" in names("retinamnist")
 
 
-def test_train_writes_predictions_and_resume_matches(spider_prepared, tmp_path):
+def test_train_writes_predictions_and_resume_matches(spider_prepared, tmp_path, kill_at, caplog):
+    from kill import Killed
+
     full = train(tiny_cfg(), spider_prepared, tmp_path / "full", tmp_path / "full.parquet", seed=2, device_name="cpu")
-    train(tiny_cfg(max_steps=2), spider_prepared, tmp_path / "resumed", tmp_path / "half.parquet", seed=2, device_name="cpu")
+    kill_at(3)  # after the checkpoint at step 2
+    with pytest.raises(Killed):
+        train(tiny_cfg(), spider_prepared, tmp_path / "resumed", tmp_path / "resumed.parquet", seed=2, device_name="cpu")
+    caplog.set_level(logging.INFO)
     resumed = train(tiny_cfg(), spider_prepared, tmp_path / "resumed", tmp_path / "resumed.parquet", seed=2, device_name="cpu")
+    assert "(step 2)" in caplog.text
     a, b = torch.load(full, weights_only=False)["state_dict"], torch.load(resumed, weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     predictions = read_predictions(tmp_path / "full.parquet")

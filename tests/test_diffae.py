@@ -1,5 +1,7 @@
 """Stage 1: the DiffAE trains, inverts, resumes exactly, and its latent cache lines up with the slices."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -78,11 +80,16 @@ def test_ddim_encode_then_decode_returns_the_input(diffae_config):
     assert x_t.std() > 0.5, "x_T should look like noise, not like the image"
 
 
-def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae_config, tmp_path):
+def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae_config, tmp_path, kill_at, caplog):
+    from kill import Killed
+
     full = train(diffae_config, spider_prepared, tmp_path / "full", seed=1, device_name="cpu")
-    half_cfg = {**diffae_config, "train": {**diffae_config["train"], "steps": 3}}
-    train(half_cfg, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")  # "killed" after step 3
+    kill_at(4)  # mid-way between the checkpoints at steps 3 and 6
+    with pytest.raises(Killed):
+        train(diffae_config, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")
+    caplog.set_level(logging.INFO)
     resumed = train(diffae_config, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")
+    assert "(step 3)" in caplog.text
     a = torch.load(full, weights_only=False)["state_dict"]
     b = torch.load(resumed, weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

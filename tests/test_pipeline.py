@@ -255,3 +255,20 @@ def test_every_job_reads_the_config_snakemake_resolved(tmp_path):
     expected = configs.validate(configs.merge(expected, {"seed": 3, "device": "cpu"}))
     assert resolved == expected
     assert resolved["spider"]["prepare"]["image_size"] == 64 and resolved["seed"] == 3
+
+
+def test_training_jobs_run_under_torchrun_when_processes_are_asked(tmp_path):
+    """processes: 2 launches each training job as two data-parallel processes, with two cores (and, on GPUs,
+    two GPUs) requested for it; every other job stays one process."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(configs.dump(configs.validate(TINY)))
+    done = snakemake(tmp_path, "results/report.html", "--config", "processes=2", "device=cuda", "--dry-run",
+                     "--printshellcmds")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    training = [line for line in lines if re.search(r"lvdr train-(diffae|densenet|prm) ", line)]
+    assert training and all("torchrun --standalone --nproc_per_node 2 -m lvdr train-" in line and "python -m" not in line
+                            for line in training)
+    assert not any("torchrun" in line for line in lines if " cache " in line or "lvdr report" in line)
+    jobs = re.findall(r"rule (train_\w+):.*?resources: ([^\n]*)", done.stdout, re.S)
+    assert jobs and all("gpu=2" in resources for _, resources in jobs), jobs[:3]

@@ -1,5 +1,7 @@
 """Stage 2: the PRM's invariances, losses, its T = 1 path, and the training loop."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -187,7 +189,10 @@ def test_subsampling_keeps_order_and_endpoints(n, t_max):
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the GradScaler's state must resume too
-def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, diffae_config, tmp_path, precision):
+def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, diffae_config, tmp_path, precision, kill_at,
+                                                              caplog):
+    from kill import Killed
+
     from lvdr.diffae.cache import build_cache
     from lvdr.diffae.train import train as train_diffae
     from lvdr.predictions import read_predictions
@@ -197,12 +202,15 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
     build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
     cfg = {**prm_config(lambda_step=1.0), "recon_k": 2,
            "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2, "precision": precision}}
-    half = {**cfg, "train": {**cfg["train"], "steps": 2}}
     run = lambda c, name: train(c, spider_prepared, tmp_path / "latents", dae, tmp_path / name,  # noqa: E731
                                 tmp_path / f"{name}.parquet", seed=4, device_name="cpu")
     full = run(cfg, "full")
-    run(half, "resumed")
+    kill_at(3)  # after the checkpoint at step 2
+    with pytest.raises(Killed):
+        run(cfg, "resumed")
+    caplog.set_level(logging.INFO)
     resumed = run(cfg, "resumed")
+    assert "(step 2)" in caplog.text
     a, b = torch.load(full, weights_only=False)["state_dict"], torch.load(resumed, weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     predictions = read_predictions(tmp_path / "full.parquet")

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import DenseNet121
 from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandRotate, RandScaleIntensity
 from tqdm import tqdm
 
 from lvdr.data import Prepared, load_prepared, to_model_range
+from lvdr.distributed import Parallel, global_batch
 from lvdr.errors import DataError
 from lvdr.evaluate.metrics import point_metrics
-from lvdr.losses import class_weights, ordinal_loss
+from lvdr.losses import class_weights, cross_entropy, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
 from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch,
                            seed_step, write_curve)
@@ -50,8 +50,11 @@ def augmentation(dataset: str) -> Compose:
 MIN_SIZE = 32  # DenseNet121 halves the image five times; smaller slices are upsampled first
 
 
-def build(in_channels: int, num_classes: int, size: int) -> torch.nn.Module:
-    net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
+NORMS = {"batch": "batch", "group": ("group", {"num_groups": 8})}  # every DenseNet121 width is a multiple of 32
+
+
+def build(in_channels: int, num_classes: int, size: int, norm: str = "batch") -> torch.nn.Module:
+    net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes, norm=NORMS[norm])
     if size >= MIN_SIZE:
         return net
     log.info("slices of %d px are upsampled to %d px for DenseNet121", size, MIN_SIZE)
@@ -61,7 +64,7 @@ def build(in_channels: int, num_classes: int, size: int) -> torch.nn.Module:
 def make_loss(task: str, weights: torch.Tensor, alpha: float):
     if task == "ordinal":
         return lambda logits, y: ordinal_loss(logits, y, alpha, weights)
-    return lambda logits, y: F.cross_entropy(logits, y, weight=weights)
+    return lambda logits, y: cross_entropy(logits, y, weights)
 
 
 @torch.no_grad()
@@ -82,6 +85,21 @@ def validation_loss(model, images, labels, loss_fn, device, batch_size: int = 25
         y = torch.as_tensor(labels[start:start + batch_size], device=device)
         total += loss_fn(model(x).float(), y).item() * len(x)
     return total / len(images)
+
+
+def augmented(augment: Compose, image: np.ndarray, seed: int) -> torch.Tensor:
+    """One training slice through the augmentation, with its own seed (the same in whichever process draws it)."""
+    augment.set_random_state(seed=int(seed))
+    return torch.as_tensor(augment(torch.from_numpy(np.asarray(image, np.float32))))
+
+
+def validation(model, data: Prepared, rows: np.ndarray, images: np.ndarray, labels: np.ndarray, loss_fn, select: str,
+               device) -> dict:
+    """The validation loss and, when it selects, the validation AUC (``images``: the slices of ``rows``)."""
+    row = {"val_loss": validation_loss(model, images, labels, loss_fn, device)}
+    if select == "auc":
+        row["val_auc"] = validation_auc(model, data, rows, device)
+    return row
 
 
 def validation_auc(model, data: Prepared, rows: np.ndarray, device) -> float:
@@ -111,9 +129,18 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     grades = data.table.grade.to_numpy()
     images, labels = data.slices[train_rows], grades[train_rows]
     val_images, val_labels = data.slices[val_rows], grades[val_rows]
-    device = pick_device(device_name)
+    parallel = Parallel(pick_device(device_name))
+    device = parallel.device
+    share = parallel.share(cfg["batch_size"], "densenet.batch_size")
     torch.manual_seed(seed)
-    model = build(images.shape[1], num_classes, images.shape[-1]).to(device)
+    model = build(images.shape[1], num_classes, images.shape[-1], cfg["norm"]).to(device)
+    if parallel.world > 1 and cfg["norm"] == "batch":
+        if device.type == "cuda":  # batch statistics over the global batch, as in one process
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("DenseNet121 on %d CPU processes: BatchNorm statistics are per process (PyTorch has no "
+                        "SyncBatchNorm on the CPU); densenet.norm: group uses none", parallel.world)
+    trained = parallel.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     weights = class_weights(labels, num_classes).to(device) if cfg["class_weights"] else None
     loss_fn = make_loss(task, weights, cfg["ordinal_alpha"])
@@ -133,18 +160,19 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
     evaluated = ema.model if ema is not None else model  # what is validated and kept
     log.info("DenseNet121: %d training slices, %d validation slices, %s task, class weights %s, on %s",
              len(images), len(val_images), task, "off" if weights is None else [round(float(w), 2) for w in weights], device)
-    bar = tqdm(total=cfg["max_steps"], initial=state["step"], desc="train densenet121", unit="step", mininterval=1.0)
+    bar = tqdm(total=cfg["max_steps"], initial=state["step"], desc="train densenet121", unit="step", mininterval=1.0,
+               disable=not parallel.main)
     while state["step"] < cfg["max_steps"] and state["bad_evals"] < cfg["patience"]:
-        seed_step(seed, state["step"])
-        augment.set_random_state(seed=np.random.randint(2**31))
+        seed_step(seed, state["step"])  # the global batch's draws, the same in every process; each computes its share
         index = np.sort(np.random.randint(0, len(images), cfg["batch_size"]))
-        x = torch.stack([torch.as_tensor(augment(torch.from_numpy(np.asarray(images[i], np.float32))))
-                         for i in index]) * 2 - 1
-        y = torch.as_tensor(labels[index], device=device)
+        augment_seeds = np.random.randint(2**31, size=cfg["batch_size"])  # one per slice: any process can augment it
+        x = torch.stack([augmented(augment, images[i], s) for i, s in zip(index[share], augment_seeds[share])]) * 2 - 1
+        y = torch.as_tensor(labels[index[share]], device=device)
         model.train()
         with precision.autocast():
-            logits = model(x.to(device))
-        loss = loss_fn(logits.float(), y)
+            logits = trained(x.to(device))
+        with global_batch():
+            loss = loss_fn(logits.float(), y)
         for group in optimizer.param_groups:
             group["lr"] = cfg["lr"] * lr_factor(state["step"], cfg["max_steps"], cfg["schedule"])
         optimizer.zero_grad(set_to_none=True)
@@ -152,11 +180,10 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
         if ema is not None:
             ema.update(model)
         state["step"] += 1
-        row = {"step": state["step"], "loss": loss.item()}
+        row = {"step": state["step"], **parallel.average({"loss": loss.item()})}
         if state["step"] % cfg["eval_every"] == 0 or state["step"] == cfg["max_steps"]:
-            row["val_loss"] = validation_loss(evaluated, val_images, val_labels, loss_fn, device)
-            if cfg["select"] == "auc":
-                row["val_auc"] = validation_auc(evaluated, data, val_rows, device)
+            row.update(parallel.from_main(lambda: validation(evaluated, data, val_rows, val_images, val_labels, loss_fn, cfg["select"],
+                                                                 device)))
             score = -row["val_auc"] if cfg["select"] == "auc" else row["val_loss"]  # lower is better
             if score < state["best_score"]:
                 state.update(best_score=score, best_step=state["step"], bad_evals=0,
@@ -165,12 +192,16 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
                 state["bad_evals"] += 1
             bar.set_postfix(val_loss=f"{row['val_loss']:.4f}", best=state["best_step"])
             state["curve"].append(row)
-            checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "ema": None if ema is None else ema.state_dict(), "scaler": precision.state_dict()})
+            if parallel.main:
+                checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "ema": None if ema is None else ema.state_dict(), "scaler": precision.state_dict()})
         else:
             state["curve"].append(row)
         bar.update(1)
     bar.close()
+    parallel.close()
+    if not parallel.main:  # rank 0 writes the outputs
+        return out_dir / "model.pt"
     stopped = "early stop" if state["bad_evals"] >= cfg["patience"] else "step limit"
     log.info("DenseNet121 stopped at step %d (%s); best validation %s %.4f at step %d", state["step"], stopped,
              cfg["select"], abs(state["best_score"]), state["best_step"])

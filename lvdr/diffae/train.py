@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lvdr.data import Prepared, load_prepared, to_model_range
 from lvdr.diffae.model import DiffAE
+from lvdr.distributed import Parallel, batch_mean, global_batch
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
@@ -57,11 +58,14 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     train_rows = data.rows("train")
     if len(train_rows) == 0:
         raise DataError(f"{prepared_dir}: no slices in the train split")
-    device = pick_device(device_name)
+    parallel = Parallel(pick_device(device_name))
+    device = parallel.device
+    share = parallel.share(tcfg["batch_size"], "diffae.train.batch_size")
     images = data.slices[np.sort(train_rows)]  # float16 in memory: the training set is read once
     _, in_channels, size, _ = images.shape
     torch.manual_seed(seed)
     model = build(cfg, in_channels, size).to(device)
+    trained = parallel.wrap(model)
     ema = EMA(model, tcfg["ema_decay"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     scheduler = DDPMScheduler(num_train_timesteps=cfg["timesteps"], schedule=cfg["beta_schedule"])
@@ -82,29 +86,34 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     log.info("DiffAE: %.2fM parameters, %d training slices of %s, %d steps of %d on %s",
              n_params / 1e6, len(images), images.shape[1:], tcfg["steps"], tcfg["batch_size"], device)
     model.train()
-    bar = tqdm(total=tcfg["steps"], initial=step, desc="train diffae", unit="step", mininterval=1.0)
+    bar = tqdm(total=tcfg["steps"], initial=step, desc="train diffae", unit="step", mininterval=1.0, disable=not parallel.main)
     started, running = time.perf_counter(), None
     while step < tcfg["steps"]:
-        seed_step(seed, step)
+        seed_step(seed, step)  # the global batch's draws, the same in every process; each computes its share
         index = np.sort(np.random.randint(0, len(images), tcfg["batch_size"]))
-        x0 = to_model_range(images[index]).to(device)
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, cfg["timesteps"], (len(x0),), device=device)
+        x0 = to_model_range(images[index[share]]).to(device)
+        noise = torch.randn((tcfg["batch_size"], *x0.shape[1:]), device=device)[share]
+        t = torch.randint(0, cfg["timesteps"], (tcfg["batch_size"],), device=device)[share]
         with precision.autocast():
-            prediction = model(scheduler.add_noise(x0, noise, t), t, x0)
-        loss = F.mse_loss(prediction.float(), noise)
+            prediction = trained(scheduler.add_noise(x0, noise, t), t, x0)
+        with global_batch():
+            loss = batch_mean(F.mse_loss(prediction.float(), noise, reduction="none"))
         optimizer.zero_grad(set_to_none=True)
         precision.step(loss, optimizer, model.parameters(), tcfg["grad_clip"])
         ema.update(model)
         step += 1
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        curve.append({"step": step, "loss": loss.item(), "images_seen": step * tcfg["batch_size"]})
+        value = parallel.average({"loss": loss.item()})["loss"]
+        running = value if running is None else 0.95 * running + 0.05 * value
+        curve.append({"step": step, "loss": value, "images_seen": step * tcfg["batch_size"]})
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
-        if step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]:
+        if parallel.main and (step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]):
             checkpoints.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                               "scaler": precision.state_dict(), "step": step, "curve": curve})
     bar.close()
+    parallel.close()
+    if not parallel.main:  # rank 0 writes the outputs
+        return out_dir / "model.pt"
     elapsed = time.perf_counter() - started
     if curve:
         first, last = np.mean([r["loss"] for r in curve[:20]]), np.mean([r["loss"] for r in curve[-20:]])

@@ -37,10 +37,11 @@ from tqdm import tqdm
 from lvdr.data import Prepared, load_prepared, to_model_range
 from lvdr.diffae.cache import load_latents
 from lvdr.diffae.train import load_model
+from lvdr.distributed import Parallel, batch_mean, batch_ratio, global_batch
 from lvdr.errors import ConfigError, DataError
 from lvdr.evaluate.metrics import selection_score
 from lvdr.files import atomic_path
-from lvdr.losses import class_weights, focal_loss, ordinal_loss
+from lvdr.losses import class_weights, cross_entropy, focal_loss, ordinal_loss
 from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
 from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
@@ -114,22 +115,28 @@ def trajectory_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     distance = 1 - F.cosine_similarity(P, last[:, None, :], dim=-1)
     earlier = mask & (torch.arange(P.shape[1], device=P.device)[None] < (lengths - 1)[:, None])
     per_sequence = (distance * earlier).sum(1) / (lengths - 1).clamp(min=1)
-    return per_sequence.mean()
+    return batch_mean(per_sequence)
 
 
-def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndarray, k: int, device) -> torch.Tensor:
-    """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence."""
+def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndarray, k: int, device,
+               share: slice = slice(None)) -> torch.Tensor:
+    """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence.
+    ``batch`` is the global batch, whose slices, noise and timesteps every process draws alike; ``z_sem``
+    holds this process's ``share`` of it, whose slices alone it decodes."""
     picks, owners = [], []
     for i, s in enumerate(batch):
         chosen = np.random.choice(len(s.rows), size=min(k, len(s.rows)), replace=False)
         picks.extend(s.rows[np.sort(chosen)])
         owners.extend([i] * len(chosen))
-    order = np.argsort(picks)
-    x0 = to_model_range(slices[np.asarray(picks)[order]])[np.argsort(order)].to(device)
-    noise = torch.randn_like(x0)
-    t = torch.randint(0, scheduler.num_train_timesteps, (len(x0),), device=device)
-    prediction = decoder(scheduler.add_noise(x0, noise, t), t, z_sem[torch.as_tensor(owners, device=device)])
-    return F.mse_loss(prediction.float(), noise)
+    picks, owners = np.asarray(picks), np.asarray(owners)
+    noise = torch.randn((len(picks), *slices.shape[1:]), device=device)
+    t = torch.randint(0, scheduler.num_train_timesteps, (len(picks),), device=device)
+    mine = torch.as_tensor(np.flatnonzero((owners >= (share.start or 0)) & (owners < (share.stop or len(batch)))))
+    order = np.argsort(picks[mine.numpy()])
+    x0 = to_model_range(slices[picks[mine.numpy()][order]])[np.argsort(order)].to(device)
+    local = torch.as_tensor(owners[mine.numpy()] - (share.start or 0), device=device)
+    prediction = decoder(scheduler.add_noise(x0, noise[mine], t[mine]), t[mine], z_sem[local])
+    return batch_mean(F.mse_loss(prediction.float(), noise[mine], reduction="none"))
 
 
 def grading_loss(cfg: dict, task: str, logits: torch.Tensor, labels: torch.Tensor, weight=None) -> torch.Tensor:
@@ -138,7 +145,7 @@ def grading_loss(cfg: dict, task: str, logits: torch.Tensor, labels: torch.Tenso
         return ordinal_loss(logits, labels, cfg["ordinal_alpha"], weight)
     if cfg["binary_loss"] == "focal":
         return focal_loss(logits, labels, cfg["focal_gamma"], weight)
-    return F.cross_entropy(logits, labels, weight=weight)
+    return cross_entropy(logits, labels, weight)
 
 
 def step_loss(cfg: dict, task: str, step_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
@@ -147,8 +154,6 @@ def step_loss(cfg: dict, task: str, step_logits: torch.Tensor, labels: torch.Ten
     sequence's label, each sequence weighing the same whatever its length (0 when no sequence has two slices)."""
     lengths = mask.sum(1)
     earlier = mask & (torch.arange(mask.shape[1], device=mask.device)[None] < (lengths - 1)[:, None])
-    if not earlier.any():
-        return step_logits.sum() * 0
     per_step = 1.0 / (lengths - 1).clamp(min=1)[:, None].expand_as(earlier)[earlier]
     logits, targets = step_logits[earlier].float(), labels[:, None].expand_as(earlier)[earlier]
     if task == "ordinal":
@@ -158,7 +163,7 @@ def step_loss(cfg: dict, task: str, step_logits: torch.Tensor, labels: torch.Ten
     else:
         loss = F.cross_entropy(logits, targets, weight=weight, reduction="none")
     scale = per_step * (1.0 if weight is None else weight[targets])
-    return (loss * per_step).sum() / scale.sum()
+    return batch_ratio((loss * per_step).sum(), scale.sum())
 
 
 def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Tensor, recon, weight=None,
@@ -237,8 +242,10 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     features = load_latents(latents_dir)  # memory-mapped (z, tokens): a batch reads only its rows (real BraTS: ~11 GB)
     tokens = features[1]
     task, num_classes = data.meta["task"], data.num_classes
-    device = pick_device(device_name)
+    parallel = Parallel(pick_device(device_name))
+    device = parallel.device
     tcfg = cfg["train"]
+    share = parallel.share(tcfg["batch_size"], "prm.train.batch_size")
     seqs = sequences(data, cfg["t_max"])
     train_seqs = [s for s in seqs if s.split == "train"]
     val_seqs = [s for s in seqs if s.split == "val"]
@@ -255,6 +262,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     model = PRM(tokens.shape[2], tokens.shape[1], d, num_classes, cfg, features[0].shape[1]).to(device)
     rows = np.sort(np.concatenate([s.rows for s in train_seqs]))
     model.set_input_statistics(channel_statistics(tokens, rows), channel_statistics(features[0], rows))
+    trained = parallel.wrap(model)
+    reconstructing = parallel.wrap(decoder) if cfg["finetune_decoder"] else decoder  # DDP syncs a fine-tuned decoder
     ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 else None
     evaluated = ema.model if ema else model  # the weights that are validated, selected and saved
     params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
@@ -276,19 +285,20 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
              "checkpoint by %s", sum(p.numel() for p in model.parameters()) / 1e6, d, len(train_seqs), len(val_seqs),
              cfg["t_max"], task, tcfg["steps"], device, tcfg["select"])
     ramp = tcfg["traj_ramp"] * tcfg["steps"]  # steps over which lambda_traj rises from 0
-    bar = tqdm(total=tcfg["steps"], initial=state["step"], desc="train prm", unit="step", mininterval=1.0)
+    bar = tqdm(total=tcfg["steps"], initial=state["step"], desc="train prm", unit="step", mininterval=1.0,
+               disable=not parallel.main)
     while state["step"] < tcfg["steps"]:
         seed_step(seed, state["step"])
         lr = tcfg["lr"] * lr_factor(state["step"], tcfg["steps"], tcfg["warmup_fraction"], tcfg["schedule"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]
-        inputs = collate(batch, features, device)
-        labels = torch.as_tensor([s.grade for s in batch], device=device)
+        batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]  # the global batch
+        inputs = collate(batch[share], features, device)  # this process's share of it
+        labels = torch.as_tensor([s.grade for s in batch[share]], device=device)
         model.train()
-        with precision.autocast():
-            out = model(**inputs, latents=cfg["lambda_step"] > 0)
-            recon = (recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device)
+        with precision.autocast(), global_batch():
+            out = trained(**inputs, latents=cfg["lambda_step"] > 0)
+            recon = (recon_loss(reconstructing, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device, share)
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
             terms = losses(cfg, task, out, labels, inputs["mask"], recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
@@ -296,10 +306,10 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         if ema:
             ema.update(model)
         state["step"] += 1
-        row = {"step": state["step"], "lr": lr, "loss": terms["total"].item(),
-               **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"}}
+        row = {"step": state["step"], "lr": lr, **parallel.average({"loss" if k == "total" else f"loss_{k}": v.item()
+                                                                   for k, v in terms.items()})}
         if state["step"] % tcfg["eval_every"] == 0 or state["step"] == tcfg["steps"]:
-            row.update(validate(evaluated, cfg, task, val_seqs, features, device))
+            row.update(parallel.from_main(lambda: validate(evaluated, cfg, task, val_seqs, features, device)))
             better, value = improves(tcfg["select"], task, row, state["best"])
             if better:
                 state.update(best=value, best_step=state["step"], best_model=copy.deepcopy(evaluated.state_dict()))
@@ -310,12 +320,16 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
             extra = {"decoder": decoder.state_dict()} if cfg["finetune_decoder"] else {}
             if ema:
                 extra["ema"] = ema.state_dict()
-            checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": precision.state_dict(), **extra})
+            if parallel.main:
+                checkpoints.save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "scaler": precision.state_dict(), **extra})
         else:
             state["curve"].append(row)
         bar.update(1)
     bar.close()
+    parallel.close()
+    if not parallel.main:  # rank 0 writes the outputs
+        return out_dir / "model.pt"
     chosen = next(r for r in state["curve"] if r["step"] == state["best_step"])
     log.info("PRM trained to step %d; kept step %d (%s): validation %s %.4f, loss %.4f", state["step"], state["best_step"],
              tcfg["select"], "MAE" if task == "ordinal" else "AUC", chosen["val_score"], chosen["val_loss"])

@@ -59,10 +59,14 @@ def prediction_files(ds):
             + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
             + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
 GPU = 0 if config["device"] == "cpu" else 1
-# One thread per training job: at demo size a second thread speeds a job up by about a quarter
+# One thread per training process: at demo size a second thread speeds a job up by about a quarter
 # (DenseNet: 50 s with 1 thread, 38 s with 2), so two jobs side by side finish sooner than two
 # in turn. On a GPU the threads hardly matter; raise them with --set-threads where they do.
-TRAIN_THREADS = 1
+# With `processes: N` a training job is N data-parallel processes under torchrun: N threads, N GPUs.
+PROCESSES = config["processes"]
+TRAIN_THREADS = PROCESSES
+TRAIN_GPUS = GPU * PROCESSES
+TRAIN = "python -m lvdr" if PROCESSES == 1 else f"torchrun --standalone --nproc_per_node {PROCESSES} -m lvdr"
 
 
 def model_section(key):

@@ -5,8 +5,9 @@ rule train_densenet:
         predictions="results/{ds}/predictions/densenet121/seed{seed}.parquet",
     input:
         rules.prepare.output,
-        code=code("baselines/densenet.py", "losses.py", "training.py", "predictions.py"),
+        code=code("baselines/densenet.py", "losses.py", "training.py", "predictions.py", "distributed.py"),
     params:
+        launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
         section=model_section("densenet"),
     log:
         "logs/train_densenet/{ds}_seed{seed}.log",
@@ -14,10 +15,10 @@ rule train_densenet:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=GPU,
+        gpu=TRAIN_GPUS,
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-densenet {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
+        "{params.launch} train-densenet {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--seed {wildcards.seed} --out results/{wildcards.ds}/densenet121/seed{wildcards.seed} "
         "--predictions {output.predictions} --threads {threads} --log {log}"

@@ -8,11 +8,12 @@ rule train_prm:
         rules.prepare.output,
         tokens=rules.cache.output.tokens,
         diffae=rules.train_diffae.output.model,
-        code=code("prm/model.py", "prm/train.py", "losses.py", "training.py"),
+        code=code("prm/model.py", "prm/train.py", "losses.py", "training.py", "distributed.py"),
     wildcard_constraints:
         method=r"lvdr(_\w+)?",
         seed=r"\d+",
     params:
+        launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
     log:
@@ -21,11 +22,11 @@ rule train_prm:
     resources:
         mem_mb=8000,
         runtime=720,
-        gpu=GPU,
+        gpu=TRAIN_GPUS,
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-prm {wildcards.ds} --config \"$LVDR_CONFIG\" {params.variant} --seed {wildcards.seed} "
+        "{params.launch} train-prm {wildcards.ds} --config \"$LVDR_CONFIG\" {params.variant} --seed {wildcards.seed} "
         "--prepared data/prepared/{wildcards.ds} --latents results/{wildcards.ds}/latents --diffae {input.diffae} "
         "--out results/{wildcards.ds}/{wildcards.method}/seed{wildcards.seed} --predictions {output.predictions} --threads {threads} --log {log}"
 

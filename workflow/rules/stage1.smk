@@ -5,8 +5,9 @@ rule train_diffae:
         recon="results/{ds}/diffae/reconstructions.npz",
     input:
         rules.prepare.output,
-        code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "training.py"),
+        code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "training.py", "distributed.py"),
     params:
+        launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
         section=model_section("diffae"),
     log:
         "logs/train_diffae/{ds}.log",
@@ -14,11 +15,11 @@ rule train_diffae:
     resources:
         mem_mb=8000,
         runtime=1440,
-        gpu=GPU,
+        gpu=TRAIN_GPUS,
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr train-diffae {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
+        "{params.launch} train-diffae {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--out results/{wildcards.ds}/diffae --threads {threads} --log {log}"
 
 
