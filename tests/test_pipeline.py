@@ -267,7 +267,7 @@ def test_training_jobs_run_under_torchrun_when_processes_are_asked(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     training = [line for line in lines if re.search(r"lvdr train-(diffae|densenet|prm) ", line)]
-    assert training and all("torchrun --standalone --nproc_per_node 2 -m lvdr train-" in line and "python -m" not in line
+    assert training and all("torchrun --standalone --nproc_per_node 2 -m -- lvdr train-" in line and "python -m" not in line
                             for line in training)
     assert not any("torchrun" in line for line in lines if " cache " in line or "lvdr report" in line)
     jobs = re.findall(r"rule (train_\w+):.*?resources: ([^\n]*)", done.stdout, re.S)

@@ -66,7 +66,8 @@ GPU = 0 if config["device"] == "cpu" else 1
 PROCESSES = config["processes"]
 TRAIN_THREADS = PROCESSES
 TRAIN_GPUS = GPU * PROCESSES
-TRAIN = "python -m lvdr" if PROCESSES == 1 else f"torchrun --standalone --nproc_per_node {PROCESSES} -m lvdr"
+# "--": torchrun would take the job's own options (--log) for abbreviations of its own
+TRAIN = "python -m lvdr" if PROCESSES == 1 else f"torchrun --standalone --nproc_per_node {PROCESSES} -m -- lvdr"
 
 
 def model_section(key):
