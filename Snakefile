@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/stage1.smk"
 include: "workflow/rules/densenet.smk"
 include: "workflow/rules/prm.smk"
+include: "workflow/rules/qwen.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

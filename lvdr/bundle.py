@@ -12,9 +12,7 @@ wrote it. A bundle whose files do not match its manifest is refused before anyth
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import torch
 
 from lvdr import __version__
 from lvdr.errors import DataError
-from lvdr.files import read_json, write_json
+from lvdr.files import atomic_folder, read_json, write_json
 from lvdr.training import file_hash
 
 log = logging.getLogger(__name__)
@@ -49,9 +47,7 @@ def export(cfg: dict, dataset: str, diffae_path, run, classifier_path, out_dir) 
     prm = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     train = [t for t in load_trajectories(run / "trajectories.npz") if t["split"] == "train"]
     direction, step = fit_grade_direction(train)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         write_json(staging / "config.json", cfg)
         write_json(staging / "model.json", {
             "dataset": dataset, "task": "binary" if prm["num_classes"] == 2 else "ordinal", "trained_run": str(run),
@@ -65,11 +61,6 @@ def export(cfg: dict, dataset: str, diffae_path, run, classifier_path, out_dir) 
         write_json(staging / "manifest.json", {
             "format": FORMAT, "lvdr": __version__, "torch": torch.__version__, "dataset": dataset,
             "files": {name: file_hash(staging / name) for name in FILES}})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("%s bundle written to %s (%s)", dataset, out_dir, ", ".join(FILES))
     return out_dir
 

@@ -195,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     _threads(p)
     _common(p)
 
+    p = sub.add_parser("qwen", help="the Qwen2.5-VL baselines: zero-shot, or LoRA-tuned (needs the vlm extra)",
+                       description="Ask Qwen2.5-VL (qwen.models[SIZE]: a hub id or a local folder) the paper's question "
+                                   "about each validation and test sequence's central slice or collage (qwen.view), "
+                                   "through the model's chat template. Class probabilities come from the next-token "
+                                   "logits of the grade digits; the written answer is read by a strict parser and the "
+                                   "unreadable ones are counted (OUT/answers.csv, OUT/summary.json). --mode finetuned "
+                                   "first tunes LoRA adapters on the training split (qwen.finetune), keeps the best on "
+                                   "validation (OUT/adapter, OUT/curve.csv) and resumes from OUT/checkpoints/last.pt.")
+    _dataset(p)
+    p.add_argument("--size", required=True, metavar="LABEL", help="a key of qwen.models, e.g. 3b or 7b")
+    p.add_argument("--mode", choices=["zeroshot", "finetuned"], default="zeroshot", help="default: zeroshot")
+    _prepared(p)
+    p.add_argument("--seed", type=int, metavar="N", help="seed (default: the config's)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/qwenSIZE_MODE)")
+    p.add_argument("--predictions", metavar="FILE", help="predictions (default: results/DATASET/predictions/qwenSIZE_MODE.parquet)")
+    _threads(p)
+    _common(p)
+
     p = sub.add_parser("explain", help="trajectory figures and the step-size / evidence correlation",
                        description="From LVDR's trajectories: a PCA of the states P_t (fitted on training trajectories) "
                                    "with grade centroids, ||P_t|| by grade, step sizes beside the slices that caused them, "
@@ -367,6 +385,14 @@ def run(args) -> None:
         train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
                   args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}/seed{seed}",
                   args.predictions or f"results/{args.dataset}/predictions/{method}/seed{seed}.parquet", seed, cfg["device"])
+    elif args.command == "qwen":
+        from lvdr.vlm.run import fine_tune, method_name, zero_shot
+
+        method = method_name(args.size, args.mode)
+        seed = cfg["seed"] if args.seed is None else args.seed
+        (zero_shot if args.mode == "zeroshot" else fine_tune)(
+            cfg["qwen"], args.size, args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/{method}",
+            args.predictions or f"results/{args.dataset}/predictions/{method}.parquet", seed, cfg["device"])
     elif args.command == "decode":
         from lvdr.explain.visualise import visualise
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-TRAINERS = ("lvdr.diffae.train", "lvdr.baselines.densenet", "lvdr.prm.train")
+TRAINERS = ("lvdr.diffae.train", "lvdr.baselines.densenet", "lvdr.prm.train", "lvdr.vlm.run")
 
 
 class Killed(Exception):

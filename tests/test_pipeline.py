@@ -1,6 +1,7 @@
 """End to end: the Snakemake pipeline on a tiny config, in a scratch project folder."""
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -30,6 +31,7 @@ def run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+VLM = importlib.util.find_spec("transformers") is not None
 GIT = ["git", "-c", "user.name=lvdr tests", "-c", "user.email=tests@lvdr.invalid"]
 
 
@@ -43,8 +45,14 @@ def project(tmp_path_factory) -> Path:
     for name in ("workflow", "lvdr"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "config").mkdir()
+    tiny = TINY
+    if VLM:  # the Qwen baselines on a tiny random Qwen2.5-VL, on SPIDER (the vlm extra installed)
+        import tiny_qwen
+
+        tiny = {**TINY, "qwen": {"models": {"tiny": str(tiny_qwen.build(root / "tiny_qwen"))}, "datasets": ["spider"],
+                                 "image_size": 56, "max_new_tokens": 4, "finetune": {"steps": 4, "batch_size": 2, "eval_every": 2}}}
     # every key written out: DVC reads the params that dvc.yaml names from this file
-    (root / "config" / "config.yaml").write_text(configs.dump(configs.validate(TINY)))
+    (root / "config" / "config.yaml").write_text(configs.dump(configs.validate(tiny)))
     for cmd in (["git", "init", "-q"], [*GIT, "add", "-A"], [*GIT, "commit", "-qm", "tiny"], ["dvc", "init", "-q"]):
         assert run(cmd, root).returncode == 0, cmd
     done = run(["dvc", "repro"], root)
@@ -64,7 +72,8 @@ def test_dvc_repro_builds_the_report(project):
     results = project / "results"
     dvc_metrics = {ds: {p.stem: json.loads(p.read_text()) for p in (results / ds / "metrics").glob("*.json")}
                    for ds in ("spider", "brats", "retinamnist")}
-    assert set(dvc_metrics["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"}
+    qwen = {"qwentiny_zeroshot", "qwentiny_finetuned"} if VLM else set()
+    assert set(dvc_metrics["spider"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr", "lvdr_no_traj"} | qwen
     assert set(dvc_metrics["brats"]) == {"diffae_lr", "diffae_svm", "densenet121", "lvdr"}
     assert {"auc_bin", "auc_bin_lo", "auc_bin_hi"} <= set(dvc_metrics["brats"]["diffae_lr"])
     assert "mae_ord" not in dvc_metrics["brats"]["lvdr"] and "auc_bin_sd" in dvc_metrics["spider"]["lvdr"]
@@ -102,6 +111,19 @@ def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project)
         assert decoded["decoding"]["n_sequences"] > 0 and set(decoded["verdicts"]) == {"decoding", "counterfactual"}
         assert 0 <= decoded["decoding"]["agreement"] <= 1 and decoded["counterfactuals"]["moves"]["1"]["n_requested"] > 0
         assert "inside" in decoded["stochastic"]["pixel_sd"]  # the disc / edema masks reached the decoder's checks
+
+
+@pytest.mark.skipif(not VLM, reason='the vlm extra is not installed (pip install -e ".[vlm]")')
+def test_the_report_has_the_qwen_rows_with_their_unparseable_answers(project):
+    html = (project / "results" / "report.html").read_text()
+    metrics = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]
+    assert {"qwentiny_zeroshot", "qwentiny_finetuned"} <= set(metrics)
+    for mode in ("zero-shot", "LoRA-tuned"):
+        assert f"Qwen2.5-VL TINY, {mode}" in html
+    assert "Vision-language baselines" in html and "unparseable answers" in html
+    summary = json.loads((project / "results" / "spider" / "qwentiny_finetuned" / "summary.json").read_text())
+    assert f"{summary['unparseable']} of {summary['answers']}" in html
+    assert "Qwen 3B (fine-tuned) (paper)" in html  # the paper's rows as references
 
 
 def test_grading_a_demo_case_gives_the_pipelines_probabilities(project, tmp_path, monkeypatch, capsys):

@@ -41,6 +41,32 @@ def counts_table(sequences: pd.DataFrame) -> str:
 
 METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR",
                 "lvdr_no_traj": "LVDR, λ_traj = 0 (ablation)"}
+VLM_MODES = {"zeroshot": "zero-shot", "finetuned": "LoRA-tuned"}
+
+
+def method_label(method: str) -> str:
+    """A method's name in the report: the fixed ones, and Qwen2.5-VL's per size and mode (qwen3b_zeroshot)."""
+    if method in METHOD_NAMES:
+        return METHOD_NAMES[method]
+    size, _, mode = method.removeprefix("qwen").partition("_")
+    if method.startswith("qwen") and mode in VLM_MODES:
+        return f"Qwen2.5-VL {size.upper()}, {VLM_MODES[mode]}"
+    return method
+
+
+def vlm_rows(folder: Path, metrics: dict | None) -> list[dict]:
+    """Per Qwen method: the model, what it was shown, and how many written answers the strict parser could
+    not read (its scores come from the grade tokens' logits whatever it wrote)."""
+    rows = []
+    for method in (metrics or {}).get("methods", {}):
+        path = folder / method / "summary.json"
+        if method.startswith("qwen") and path.exists():
+            s = read_json(path)
+            agree = s.get("parsed_equals_top_score")
+            rows.append({"method": method_label(method), "model": s["model"],
+                         "view": f"{s['view']} ({s['image_size']} px)", "unparseable": f"{s['unparseable']} of {s['answers']} "
+                         f"({100 * s['unparseable_share']:.0f}%)", "agree": "—" if agree is None else f"{100 * agree:.0f}%"})
+    return rows
 
 
 def _fmt(value, digits=3) -> str:
@@ -58,7 +84,7 @@ def temperature_rows(metrics: dict | None) -> list[dict]:
     for method, values in (metrics or {}).get("methods", {}).items():
         t = values.get("temperature")
         if t:
-            rows.append({"method": METHOD_NAMES.get(method, method), "before": _fmt(t["ece_before"]),
+            rows.append({"method": method_label(method), "before": _fmt(t["ece_before"]),
                          "after": _fmt(t["ece_after"]), "T": ", ".join(_temperature(x, b) for x, b in zip(t["per_run"], t["at_bound"]))})
     return rows
 
@@ -96,7 +122,7 @@ def metrics_table(metrics: dict | None) -> str:
                            "binary prediction the same)")
         for run_seed, p in constant.items():
             source += f"; ⚠ {who(run_seed)}gives every sequence the same binary score {p:.3f}"
-        rows.append([html.escape(METHOD_NAMES.get(method, method)), html.escape(source), *cells])
+        rows.append([html.escape(method_label(method)), html.escape(source), *cells])
     if not rows:
         return ""
     return _html_table(pd.DataFrame(rows, columns=["method", "source", *[METRIC_COLUMNS[k] for k in METRICS]]))
@@ -168,7 +194,7 @@ def paired_table(metrics: dict | None) -> str:
             excludes_zero = d["ci_low"] is not None and (d["ci_low"] > 0 or d["ci_high"] < 0)
             cells.append(f"{d['diff']:+.3f} [{_fmt(d['ci_low'], 3)}, {_fmt(d['ci_high'], 3)}]"
                          + (" <b>*</b>" if excludes_zero else ""))
-        rows.append([html.escape(METHOD_NAMES.get(method, method)), *cells])
+        rows.append([html.escape(method_label(method)), *cells])
     if not rows:
         return ""
     return _html_table(pd.DataFrame(rows, columns=["method", *[f"{METRIC_COLUMNS[k][:-2]} minus LVDR's" for k in PAIRED]]))
@@ -186,7 +212,7 @@ def ablation_verdicts(task: str, methods: dict) -> list[str]:
             continue
         a, b = base["value"], mine["value"]
         spread = max(base.get("sd", 0.0), mine.get("sd", 0.0))
-        name = METHOD_NAMES.get(method, method)
+        name = method_label(method)
         if (b < a) if lower else (b > a):
             verdict = f"{name} does better than LVDR on this run ({label} {b:.3f} against {a:.3f})"
             verdict += (": what it removes does not help here." if abs(a - b) > spread else
@@ -246,9 +272,10 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
     out["bundle"] = read_json(folder / "bundle" / "manifest.json") if (folder / "bundle" / "manifest.json").exists() else None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else None
     out["metrics"] = metrics_table(metrics)
-    out["reliability"] = figures.reliability(metrics["methods"], METHOD_NAMES, f"{name}: calibration of the binary score (test)") \
-        if metrics else None
+    out["reliability"] = figures.reliability(metrics["methods"], {m: method_label(m) for m in metrics["methods"]},
+                                             f"{name}: calibration of the binary score (test)") if metrics else None
     out["temperature"] = temperature_rows(metrics)
+    out["vlm"] = vlm_rows(folder, metrics)
     out["reference"] = reference_table(name, metrics)
     out["caption"] = metrics_caption(name, meta, source_kind, prm)
     out["paired"] = paired_table(metrics)

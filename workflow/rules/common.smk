@@ -52,10 +52,17 @@ PRM_SEEDS = [config["seed"] + i for i in range(config["prm"]["seeds"])]
 DENSENET_SEEDS = [config["seed"] + i for i in range(config["densenet"]["seeds"])]
 
 
+# The Qwen2.5-VL baselines (qwen.models: size -> model; off while empty): qwen<size>_<mode>.
+def qwen_methods(ds):
+    if ds not in config["qwen"]["datasets"]:
+        return []
+    return [f"qwen{size}_{mode}" for size in config["qwen"]["models"] for mode in config["qwen"]["modes"]]
+
+
 def prediction_files(ds):
-    """Every predictions file the evaluator reads: one per latent baseline, one per seed of DenseNet121
-    and of each LVDR method."""
-    return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES]
+    """Every predictions file the evaluator reads: one per latent baseline and Qwen baseline, one per seed of
+    DenseNet121 and of each LVDR method."""
+    return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES + qwen_methods(ds)]
             + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
             + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
 GPU = 0 if config["device"] == "cpu" else 1
