@@ -61,7 +61,7 @@ def load(name: str, device: torch.device):
     processor = AutoProcessor.from_pretrained(name)
     processor.tokenizer.padding_side = "left"
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(name, dtype=dtype).to(device).eval()
-    log.info("%s: %.2fB parameters, %s, on %s", name, sum(p.numel() for p in model.parameters()) / 1e9, dtype, device)
+    log.info("%s: %.1fM parameters, %s, on %s", name, sum(p.numel() for p in model.parameters()) / 1e6, dtype, device)
     return model, processor
 
 

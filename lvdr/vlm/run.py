@@ -58,7 +58,7 @@ class Examples:
         return vlm.prompt_text(self.processor, question(self.dataset, shown), None if answer is None else str(answer))
 
     def image(self, seq: Sequence):
-        return vlm.image_of(self.data.slices[np.sort(seq.rows)], self.cfg["view"], self.cfg["image_size"])
+        return vlm.image_of(self.data.slices[seq.rows], self.cfg["view"], self.cfg["image_size"])  # rows in depth order
 
 
 def predict(model, examples: Examples, seqs: list[Sequence], batch_size: int, max_new_tokens: int, desc: str):
