@@ -131,10 +131,12 @@ def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndar
     picks, owners = np.asarray(picks), np.asarray(owners)
     noise = torch.randn((len(picks), *slices.shape[1:]), device=device)
     t = torch.randint(0, scheduler.num_train_timesteps, (len(picks),), device=device)
-    mine = torch.as_tensor(np.flatnonzero((owners >= (share.start or 0)) & (owners < (share.stop or len(batch)))))
-    order = np.argsort(picks[mine.numpy()])
-    x0 = to_model_range(slices[picks[mine.numpy()][order]])[np.argsort(order)].to(device)
-    local = torch.as_tensor(owners[mine.numpy()] - (share.start or 0), device=device)
+    first, end, _ = share.indices(len(batch))
+    mine = np.flatnonzero((owners >= first) & (owners < end))
+    order = np.argsort(picks[mine])  # read the memory-mapped slices in row order
+    x0 = to_model_range(slices[picks[mine][order]])[np.argsort(order)].to(device)
+    local = torch.as_tensor(owners[mine] - first, device=device)
+    mine = torch.as_tensor(mine)
     prediction = decoder(scheduler.add_noise(x0, noise[mine], t[mine]), t[mine], z_sem[local])
     return batch_mean(F.mse_loss(prediction.float(), noise[mine], reduction="none"))
 
