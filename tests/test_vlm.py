@@ -50,6 +50,19 @@ def test_a_collage_keeps_the_slices_in_reading_order():
     assert central.shape == (8, 8) and abs(central.mean() - 0.5) < 0.01
 
 
+def test_the_vlm_extra_is_locked_at_its_pins():
+    import tomllib
+
+    from conftest import REPO
+
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vlm"]
+    locked = {line.strip().lower() for line in (REPO / "requirements-vlm.lock").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    base = {line.split("==")[0].lower() for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
+    assert {p.lower() for p in pins} <= locked
+    assert not {line.split("==")[0] for line in locked} & base  # the two locks never pin a package twice
+
+
 transformers = pytest.importorskip("transformers", reason='the vlm extra is not installed (pip install -e ".[vlm]")')
 
 
