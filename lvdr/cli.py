@@ -386,7 +386,8 @@ def run(args) -> None:
                   args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}/seed{seed}",
                   args.predictions or f"results/{args.dataset}/predictions/{method}/seed{seed}.parquet", seed, cfg["device"])
     elif args.command == "qwen":
-        from lvdr.vlm.run import fine_tune, method_name, zero_shot
+        from lvdr.vlm import method_name
+        from lvdr.vlm.run import fine_tune, zero_shot
 
         method = method_name(args.size, args.mode)
         seed = cfg["seed"] if args.seed is None else args.seed

@@ -154,3 +154,11 @@ def test_a_model_that_is_not_there_or_not_qwen_is_named(tmp_path):
     with pytest.raises(DataError, match="bert: not a Qwen2.5-VL checkpoint \\(model_type 'bert'"):
         check_checkpoint(str(tmp_path / "bert"))
     check_checkpoint("Qwen/Qwen2.5-VL-3B-Instruct")  # a hub id passes; the download says whether it exists
+
+
+def test_method_names_round_trip():
+    from lvdr.vlm import method_name, parse_method
+
+    assert parse_method(method_name("3b", "zeroshot")) == ("3b", "zeroshot")
+    assert parse_method("qwen7b_finetuned") == ("7b", "finetuned")
+    assert parse_method("lvdr_no_traj") is None and parse_method("qwen3b_other") is None

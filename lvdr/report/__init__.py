@@ -19,6 +19,7 @@ from lvdr.evaluate.metrics import METRICS, PAIRED
 from lvdr.evaluate.paper import paper_rows
 from lvdr.report import figures, provenance
 from lvdr.report.provenance import data_source
+from lvdr.vlm import MODES, parse_method
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,12 @@ def counts_table(sequences: pd.DataFrame) -> str:
 
 METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR",
                 "lvdr_no_traj": "LVDR, λ_traj = 0 (ablation)"}
-VLM_MODES = {"zeroshot": "zero-shot", "finetuned": "LoRA-tuned"}
-
-
 def method_label(method: str) -> str:
     """A method's name in the report: the fixed ones, and Qwen2.5-VL's per size and mode (qwen3b_zeroshot)."""
     if method in METHOD_NAMES:
         return METHOD_NAMES[method]
-    size, _, mode = method.removeprefix("qwen").partition("_")
-    if method.startswith("qwen") and mode in VLM_MODES:
-        return f"Qwen2.5-VL {size.upper()}, {VLM_MODES[mode]}"
-    return method
+    qwen = parse_method(method)
+    return method if qwen is None else f"Qwen2.5-VL {qwen[0].upper()}, {MODES[qwen[1]]}"
 
 
 def vlm_rows(folder: Path, metrics: dict | None) -> list[dict]:
@@ -60,7 +56,7 @@ def vlm_rows(folder: Path, metrics: dict | None) -> list[dict]:
     rows = []
     for method in (metrics or {}).get("methods", {}):
         path = folder / method / "summary.json"
-        if method.startswith("qwen") and path.exists():
+        if parse_method(method) and path.exists():
             s = read_json(path)
             agree = s.get("parsed_equals_top_score")
             rows.append({"method": method_label(method), "model": s["model"],

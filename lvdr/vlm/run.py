@@ -7,7 +7,6 @@ reading (``answers.csv``), and ``summary.json`` with the share of answers that c
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -24,16 +23,11 @@ from lvdr.files import atomic_folder, write_csv, write_json
 from lvdr.predictions import from_sequence_probs, write_predictions
 from lvdr.prm.train import Sequence, improves, sequences
 from lvdr.training import Checkpoints, config_hash, pick_device, seed_step, write_curve
+from lvdr.vlm import method_name
 from lvdr.vlm import model as vlm
 from lvdr.vlm.prompts import parse_answer, question
 
 log = logging.getLogger(__name__)
-
-MODES = ("zeroshot", "finetuned")
-
-
-def method_name(size: str, mode: str) -> str:
-    return f"qwen{size}_{mode}"
 
 
 def model_name(cfg: dict, size: str) -> str:
@@ -168,7 +162,7 @@ def fine_tune(cfg: dict, size: str, prepared_dir, out_dir, predictions_path, see
                              best_adapter={k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()})
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{row['val_score']:.3f}", best=state["best_step"])
             state["curve"].append(row)
-            checkpoints.save({**state, "adapter": copy.deepcopy(get_peft_model_state_dict(model)),
+            checkpoints.save({**state, "adapter": get_peft_model_state_dict(model),  # written at once: no copy
                               "optimizer": optimizer.state_dict()})
         else:
             state["curve"].append(row)
