@@ -46,11 +46,12 @@ def main() -> int:
         print(f"pipeline failed after {wall:.0f} s; its folder is kept: {workdir}", file=sys.stderr)
         return 1
 
-    times = job_times(workdir / "logs")
-    width = max(len(name) for name, _ in times)
-    for name, seconds in times:
-        print(f"  {name:<{width}}  {seconds:6.1f} s")
-    print(f"  {'sum of job times':<{width}}  {sum(s for _, s in times):6.1f} s")
+    times = job_times(workdir / "logs", cpu=True)
+    width = max(len(name) for name, *_ in times)
+    print(f"  {'job':<{width}}  {'wall':>8}  {'CPU':>8}")
+    for name, seconds, cpu in times:
+        print(f"  {name:<{width}}  {seconds:6.1f} s  {cpu or float('nan'):6.1f} s")
+    print(f"  {'sum':<{width}}  {sum(t[1] for t in times):6.1f} s  {sum(t[2] or 0 for t in times):6.1f} s")
     verdict = "met" if wall <= args.goal else "MISSED"
     print(f"complete pipeline: {wall:.0f} s ({wall / 60:.1f} min) wall; goal {args.goal:.0f} s: {verdict}")
     if not args.keep:

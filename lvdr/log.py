@@ -26,15 +26,17 @@ def setup(log_file: str | Path | None = None, verbose: bool = False, level: int 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-DONE = re.compile(r"lvdr (\S+) done in ([\d.]+) s")
+DONE = re.compile(r"lvdr (\S+) done in ([\d.]+) s(?: \(([\d.]+) s CPU\))?")
 
 
-def job_times(logs: Path) -> list[tuple[str, float]]:
-    """(job, seconds) from the 'lvdr <stage> done in N s' line every pipeline job's log ends with;
-    a job is its log's path under ``logs`` (rule/dataset...)."""
+def job_times(logs: Path, cpu: bool = False) -> list[tuple]:
+    """(job, seconds) from the 'lvdr <stage> done in N s (M s CPU)' line every pipeline job's log ends
+    with, or with ``cpu`` (job, seconds, CPU seconds or None in older logs); a job is its log's path
+    under ``logs`` (rule/dataset...)."""
     times = []
     for log in sorted(Path(logs).rglob("*.log")):
         found = DONE.findall(log.read_text(errors="replace"))
         if found:
-            times.append((str(log.relative_to(logs).with_suffix("")), float(found[-1][1])))
+            job, (_, seconds, cpu_seconds) = str(log.relative_to(logs).with_suffix("")), found[-1]
+            times.append((job, float(seconds), float(cpu_seconds) if cpu_seconds else None) if cpu else (job, float(seconds)))
     return times

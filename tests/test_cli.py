@@ -55,3 +55,15 @@ def test_missing_manifest_is_a_clear_error(tmp_path, capsys):
     code = main(["prepare", "spider", "--manifest", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")])
     assert code != 0
     assert "none.json" in capsys.readouterr().err
+
+
+
+def test_job_times_read_wall_and_cpu_seconds_from_the_logs(tmp_path):
+    from lvdr.log import job_times
+
+    (tmp_path / "fetch").mkdir()
+    (tmp_path / "fetch" / "x.log").write_text("12:00:00 INFO    lvdr: lvdr fetch done in 2.0 s (3.5 s CPU)\n")
+    (tmp_path / "old.log").write_text("12:00:00 INFO    lvdr: lvdr report done in 1.5 s\n")  # before CPU time was logged
+    (tmp_path / "failed.log").write_text("12:00:00 ERROR   lvdr: no such file\n")
+    assert job_times(tmp_path, cpu=True) == [("fetch/x", 2.0, 3.5), ("old", 1.5, None)]
+    assert job_times(tmp_path) == [("fetch/x", 2.0), ("old", 1.5)]

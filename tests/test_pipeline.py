@@ -96,6 +96,10 @@ def test_dvc_repro_builds_the_report(project):
     resolved = list((project / "results" / "config").iterdir())
     for ds in ("spider", "brats", "retinamnist"):  # every job read the config Snakemake resolved
         assert f"config {resolved[0].relative_to(project)}" in (project / "logs" / "prepare" / f"{ds}.log").read_text()
+    from lvdr.log import job_times
+
+    times = job_times(project / "logs", cpu=True)  # what bench/pipeline.py sums: every job's wall and CPU seconds
+    assert len(times) > 20 and all(cpu is not None and cpu > 0 for _, _, cpu in times)
 
 
 def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project):

@@ -8,7 +8,7 @@ import torch
 
 from lvdr import config as configs
 from lvdr.prm.model import PRM
-from lvdr.prm.train import even_subsample, losses, step_loss, trajectory_loss
+from lvdr.prm.train import even_subsample, losses, movement_loss, step_loss, trajectory_loss
 
 K, C, D, Z = 4, 6, 16, 8  # tokens per slice, token channels, model width, slice-latent width
 
@@ -65,7 +65,7 @@ def test_attention_computes_what_torch_multihead_attention_computes():
         keep = torch.rand(3, 7) > 0.3
         keep[:, 0] = True
         expected = theirs(x, tokens, tokens, key_padding_mask=~keep, need_weights=False)[0]
-        torch.testing.assert_close(mine(x, *mine.project_kv(tokens).unbind(0), keep=keep), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine(x, *mine.project_kv(tokens), keep=keep), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("update", ["gru", "layernorm", "none"])
@@ -136,6 +136,26 @@ def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():
     binary = losses({**cfg, "binary_loss": "focal"}, "binary", {"P": moving, "logits": torch.randn(3, 2)},
                     torch.tensor([0, 1, 1]), mask, recon=torch.tensor(0.0))
     assert "cls" in binary and torch.isfinite(binary["total"])
+
+
+def test_movement_loss_is_the_mean_step_length_of_real_steps():
+    mask = torch.arange(4)[None] < torch.tensor([4, 2, 1])[:, None]
+    P = torch.zeros(3, 4, 2)
+    P[0, 1:, 0] = torch.tensor([3.0, 3.0, 7.0])  # steps 3, 0, 4: mean 7 / 3
+    P[1, 1] = torch.tensor([3.0, 4.0])  # one step of length 5; its padded steps repeat the last state
+    P[1, 2:] = P[1, 1]
+    P[2, 1:] = 100.0  # a one-slice sequence: every "step" is padding and counts 0
+    P.requires_grad_(True)
+    loss = movement_loss(P, mask)
+    torch.testing.assert_close(loss, torch.tensor((7 / 3 + 5 + 0) / 3))
+    loss.backward()  # zero-length steps (held states, padding) must not give NaN gradients
+    assert torch.isfinite(P.grad).all()
+    held = torch.randn(3, 1, D).expand(3, 4, D)
+    assert movement_loss(held, mask).item() == 0.0
+    terms = losses(prm_config(lambda_move=0.5), "ordinal", {"P": P.detach(), "logits": torch.randn(3, 5)},
+                   torch.tensor([0, 2, 4]), mask, recon=torch.tensor(0.0), traj_factor=0.5)
+    torch.testing.assert_close(terms["total"], 0.5 * terms["traj"] * prm_config()["lambda_traj"] + 0.25 * terms["move"]
+                               + terms["ord"])
 
 
 def test_step_loss_grades_every_intermediate_state_and_only_those():

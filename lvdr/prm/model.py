@@ -66,9 +66,14 @@ class Attention(nn.Module):
         self.heads = heads
         self.q, self.kv, self.out = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
 
-    def project_kv(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., N, d) -> keys and values stacked, (2, ..., heads, N, d / heads)."""
-        return self.kv(x).unflatten(-1, (2, self.heads, -1)).movedim(-3, 0).transpose(-3, -2)
+    def split_kv(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected keys and values (..., N, 2d) -> k, v, each (..., heads, N, d / heads): views, no copy
+        (the fused attention reads strided keys as fast as contiguous ones)."""
+        return tuple(x.unflatten(-1, (self.heads, -1)).transpose(-3, -2) for x in kv.chunk(2, -1))
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., N, d) -> k, v, each (..., heads, N, d / heads)."""
+        return self.split_kv(self.kv(x))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None):
         """x (B, S, d) attends to k, v; ``keep`` (B, N) is False at keys to ignore."""
@@ -100,18 +105,16 @@ class RefinementBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def read(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The cross-attention keys and values of tokens (B, T, K, d), projected for every step at once
-        and returned per step, each (2, B, heads, K, d / heads) and contiguous: one copy here instead of
-        one per step in the attention, and unbind (not indexing), so the backward pass stacks the step
-        gradients instead of zero-filling a full-size tensor per step."""
-        kv = self.cross.project_kv(self.norm_kv(tokens))  # (2, B, T, heads, K, d / heads)
-        return kv.permute(2, 0, 1, 3, 4, 5).contiguous().unbind(0)
+        """The cross-attention keys and values of time-major tokens (T, B, K, d), projected for every step
+        at once and returned per step, each (B, K, 2d): views of one contiguous projection, so no step
+        copies anything, and unbind (not indexing), so the backward pass stacks the step gradients
+        instead of zero-filling a full-size tensor per step."""
+        return self.cross.kv(self.norm_kv(tokens)).unbind(0)
 
     def forward(self, slots, kv):
-        k, v = kv.unbind(0)
-        slots = slots + self.drop_path(self.drop(self.cross(self.norm_q(slots), k, v)))
+        slots = slots + self.drop_path(self.drop(self.cross(self.norm_q(slots), *self.cross.split_kv(kv))))
         q = self.norm_self(slots)
-        slots = slots + self.drop_path(self.drop(self.self_attn(q, *self.self_attn.project_kv(q).unbind(0))))
+        slots = slots + self.drop_path(self.drop(self.self_attn(q, *self.self_attn.project_kv(q))))
         return slots + self.drop_path(self.drop(self.ffn(self.norm_ffn(slots))))
 
 
@@ -128,7 +131,7 @@ class AttentionPool(nn.Module):
 
     def forward(self, slots, keep=None):
         q = self.queries.expand(slots.shape[0], -1, -1)
-        pooled = self.attn(q, *self.attn.project_kv(self.norm(slots)).unbind(0), keep=keep)
+        pooled = self.attn(q, *self.attn.project_kv(self.norm(slots)), keep=keep)
         return self.calibrate(self.merge(pooled.flatten(1)))
 
 
@@ -200,7 +203,9 @@ class PRM(nn.Module):
         slice_embedding = sinusoidal(depth, self.d)
         if self.read_z:
             slice_embedding = slice_embedding + self.embed_z((codes - self.z_stats[0]) / self.z_stats[1])
-        x = self.embed((tokens - self.token_stats[0]) / self.token_stats[1]) + self.patch_pos + slice_embedding[:, :, None, :]
+        # time-major (T, B, K, .) from here on, so that each step's keys and values are one contiguous block
+        tokens = tokens.transpose(0, 1).contiguous()
+        x = self.embed((tokens - self.token_stats[0]) / self.token_stats[1]) + self.patch_pos + slice_embedding.transpose(0, 1)[:, :, None, :]
         reads = [block.read(x) for block in self.blocks]  # per block, per step: keys and values
         memory = self.slots.expand(b, -1, -1)
         keep = None

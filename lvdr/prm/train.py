@@ -118,6 +118,16 @@ def trajectory_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return batch_mean(per_sequence)
 
 
+def movement_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_move: the mean step length ||P_t - P_{t-1}|| over each sequence's steps (t >= 2), averaged over
+    sequences. Not squared, so that, like an L1 penalty, it prefers a few large steps to many small ones:
+    the memory moves where a slice changes what it must hold and stays put elsewhere."""
+    real = mask[:, 1:]
+    steps = torch.linalg.vector_norm(P[:, 1:] - P[:, :-1], dim=-1)
+    per_sequence = (steps * real).sum(1) / real.sum(1).clamp(min=1)
+    return batch_mean(per_sequence)
+
+
 def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndarray, k: int, device,
                share: slice = slice(None)) -> torch.Tensor:
     """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence.
@@ -173,9 +183,11 @@ def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Te
     terms = {"recon": recon, "traj": trajectory_loss(out["P"], mask),
              "ord" if task == "ordinal" else "cls": grading_loss(cfg, task, out["logits"].float(), labels, weight)}
     weights = {"recon": cfg["lambda_recon"], "traj": traj_factor * cfg["lambda_traj"], "ord": cfg["lambda_ord"],
-               "cls": cfg["lambda_cls"], "step": cfg["lambda_step"]}
+               "cls": cfg["lambda_cls"], "step": cfg["lambda_step"], "move": traj_factor * cfg["lambda_move"]}
     if cfg["lambda_step"] > 0:
         terms["step"] = step_loss(cfg, task, out["step_logits"], labels, mask, weight)
+    if cfg["lambda_move"] > 0:
+        terms["move"] = movement_loss(out["P"], mask)
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
 
