@@ -30,7 +30,7 @@ TINY = {
                "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2}},
     "baselines": {"C_grid": [1.0], "max_iter": 500},
     "densenet": {"batch_size": 8, "max_steps": 2, "eval_every": 1, "patience": 2},
-    "prm": {"heads": 2, "slots": 4, "queries": 2, "recon_k": 1, "seeds": 2, "lambda_step": 1.0,
+    "prm": {"heads": 2, "slots": 4, "queries": 2, "recon_k": 1, "seeds": 2, "lambda_step": 1.0, "lambda_move": 1.0,
             "train": {"steps": 2, "batch_size": 4, "eval_every": 1}},
     "evaluate": {"bootstrap": 20},
 }
