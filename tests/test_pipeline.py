@@ -80,7 +80,9 @@ def test_dvc_repro_builds_the_report(project):
     roc = {p.name for p in (results / "brats" / "roc").iterdir()}  # one curve per predictions file
     assert {"densenet121.csv", "diffae_lr.csv", f"lvdr_seed{TINY['seed']}.csv"} <= roc
     assert "LVDR, λ_traj = 0 (ablation)" in html
-    assert html.count("L_step, the grading loss on every intermediate state z_t, weight 1") >= 2  # every dataset LVDR trains on
+    # every dataset LVDR trains on says which terms beyond the paper's objective it was trained with
+    assert html.count("(eq. 4): L_step, the grading loss on every intermediate state z_t, weight 1 (prm.lambda_step); "
+                      "L_move, the mean step length") >= 2
     assert "deletion: largest steps matter more" in html and html.count('class="verdict-') >= 2 * 3 * 2
     assert "Each method against LVDR, paired" in html and "MAE (ord) minus LVDR" in html
     spider = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]

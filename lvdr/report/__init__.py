@@ -144,10 +144,15 @@ def reference_table(name: str, measured: dict | None) -> str:
 def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = None) -> list[str]:
     """What a reader must know before comparing this dataset's rows, in the dataset's own terms."""
     out = []
-    if prm and prm.get("lambda_step", 0) > 0 and name in prm.get("datasets", []):
-        out.append(f"LVDR's PRM was trained with a term beyond the paper's objective (eq. 4): L_step, the grading loss "
-                   f"on every intermediate state z_t, weight {prm['lambda_step']:g} (prm.lambda_step; 0 gives the paper's "
-                   f"objective alone).")
+    beyond = {"lambda_step": "L_step, the grading loss on every intermediate state z_t",
+              "lambda_move": "L_move, the mean step length ||P_t - P_(t-1)||, which keeps the memory still where a slice "
+                             "changes nothing it holds"}
+    terms = [f"{what}, weight {prm[key]:g} (prm.{key})" for key, what in beyond.items()
+             if prm and prm.get(key, 0) > 0 and name in prm.get("datasets", [])]
+    if terms:
+        out.append(f"LVDR's PRM was trained with {'a term' if len(terms) == 1 else 'terms'} beyond the paper's objective "
+                   f"(eq. 4): {'; '.join(terms)}. Setting {'it' if len(terms) == 1 else 'them'} to 0 gives the paper's "
+                   "objective alone.")
     if source_kind == "demo":
         out.append("Measured on generated demo data: these rows show that every stage runs and learns. They are not "
                    "comparable with the published rows below, which were measured on the real data.")
