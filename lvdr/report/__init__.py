@@ -42,6 +42,8 @@ def counts_table(sequences: pd.DataFrame) -> str:
 
 METHOD_NAMES = {"diffae_lr": "DiffAE + LR", "diffae_svm": "DiffAE + SVM", "densenet121": "DenseNet121", "lvdr": "LVDR",
                 "lvdr_no_traj": "LVDR, λ_traj = 0 (ablation)"}
+
+
 def method_label(method: str) -> str:
     """A method's name in the report: the fixed ones, and Qwen2.5-VL's per size and mode (qwen3b_zeroshot)."""
     if method in METHOD_NAMES:

@@ -37,11 +37,14 @@ def check_checkpoint(name: str) -> None:
         config = path / "config.json"
         if not config.is_file():
             raise DataError(f"{path}: not a Hugging Face model folder (no config.json)")
-        kind = json.loads(config.read_text()).get("model_type")
-        if kind != MODEL_TYPE:
-            raise DataError(f"{path}: not a Qwen2.5-VL checkpoint (model_type {kind!r}, expected {MODEL_TYPE!r})")
+        require_qwen(str(path), json.loads(config.read_text()).get("model_type"))
     elif not HUB_ID.match(name) or name.startswith((".", "/", "~")):
         raise DataError(f"{name}: no such model folder (and not a Hugging Face hub id like Qwen/Qwen2.5-VL-3B-Instruct)")
+
+
+def require_qwen(name: str, model_type: str | None) -> None:
+    if model_type != MODEL_TYPE:
+        raise DataError(f"{name}: not a Qwen2.5-VL checkpoint (model_type {model_type!r}, expected {MODEL_TYPE!r})")
 
 
 def load(name: str, device: torch.device):
@@ -55,8 +58,7 @@ def load(name: str, device: torch.device):
         config = AutoConfig.from_pretrained(name)
     except OSError as error:
         raise DataError(f"{name}: cannot read the model's config ({str(error).splitlines()[0]})") from error
-    if config.model_type != MODEL_TYPE:
-        raise DataError(f"{name}: not a Qwen2.5-VL checkpoint (model_type {config.model_type!r}, expected {MODEL_TYPE!r})")
+    require_qwen(name, config.model_type)  # a hub model's type is known only now
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     processor = AutoProcessor.from_pretrained(name)
     processor.tokenizer.padding_side = "left"

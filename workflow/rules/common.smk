@@ -2,6 +2,7 @@ import json
 import os
 
 from lvdr.config import write_resolved
+from lvdr.vlm import method_name
 
 DATASETS = config["datasets"]
 # Every job reads the one config Snakemake resolved (the Snakefile's configfile, each --configfile,
@@ -56,7 +57,7 @@ DENSENET_SEEDS = [config["seed"] + i for i in range(config["densenet"]["seeds"])
 def qwen_methods(ds):
     if ds not in config["qwen"]["datasets"]:
         return []
-    return [f"qwen{size}_{mode}" for size in config["qwen"]["models"] for mode in config["qwen"]["modes"]]
+    return [method_name(size, mode) for size in config["qwen"]["models"] for mode in config["qwen"]["modes"]]
 
 
 def prediction_files(ds):
