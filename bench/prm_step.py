@@ -47,7 +47,7 @@ def time_current(args) -> float:
 
     from lvdr import config as configs
     from lvdr.data import load_prepared
-    from lvdr.diffae.cache import load_latents
+    from lvdr.data import load_latents
     from lvdr.diffae.train import load_model
     from lvdr.prm.model import PRM
     from lvdr.prm.train import channel_statistics, collate, losses, recon_loss, sequences

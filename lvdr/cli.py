@@ -353,8 +353,7 @@ def run(args) -> None:
                     cfg["cache"]["budget_gb"])
     elif args.command == "baseline":
         from lvdr.baselines.latent import fit_predict, save_linear
-        from lvdr.data import load_prepared
-        from lvdr.diffae.cache import load_latents
+        from lvdr.data import load_latents, load_prepared
         from lvdr.predictions import write_predictions
 
         data = load_prepared(args.prepared or f"data/prepared/{args.dataset}")

@@ -42,6 +42,13 @@ def load_prepared(folder: str | Path) -> Prepared:
     return Prepared(slices, table, read_json(folder / "prepare.json"), masks)
 
 
+def load_latents(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The latent cache's z (n, d_z) and patch tokens (n, K, c), memory-mapped (``lvdr.diffae.cache`` writes
+    it); here, beside the slices, so that stages that only read it need not import torch and MONAI."""
+    folder = Path(folder)
+    return np.load(folder / "z.npy", mmap_mode="r"), np.load(folder / "tokens.npy", mmap_mode="r")
+
+
 def to_model_range(batch: np.ndarray):
     """Stored slices are float16 in [0, 1]; the networks work on float32 in [-1, 1] (a torch tensor)."""
     import torch  # here, so that stages without a network need not load torch

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lvdr.diffae.cache import build_cache, load_latents
+from lvdr.data import load_latents, to_model_range
+from lvdr.diffae.cache import build_cache
 from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
-from lvdr.data import to_model_range
 from lvdr.diffae.train import load_model, train
 from lvdr.files import read_json
 

@@ -25,7 +25,8 @@ def paper_config() -> dict:
 def test_every_stage_runs_two_steps_at_the_papers_sizes(spider_demo, tmp_path):
     from lvdr import fetch, prepare
     from lvdr.baselines.densenet import train as train_densenet
-    from lvdr.diffae.cache import build_cache, load_latents
+    from lvdr.data import load_latents
+    from lvdr.diffae.cache import build_cache
     from lvdr.diffae.train import train as train_diffae
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import load_prm, train as train_prm

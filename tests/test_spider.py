@@ -130,3 +130,35 @@ def test_folder_missing_masks(spider_copy, tmp_path, tiny_config):
     shutil.rmtree(spider_copy / "masks")
     with pytest.raises(DataError, match="missing masks/"):
         run_spider(spider_copy, tmp_path / "prep", tiny_config, tmp_path)
+
+
+class RecordingPool:
+    """Stands in for the process pool: records what it was handed and maps in-process."""
+
+    handed: list = []
+
+    def __init__(self, workers, mp_context=None):
+        self.workers = workers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, func, tasks):
+        RecordingPool.handed = list(tasks)
+        return map(func, tasks)
+
+
+@pytest.mark.parametrize("worth_s, handed", [(float("inf"), []), (0.0, [1, 2, 3])])
+def test_parallel_map_spawns_workers_only_for_work_worth_their_start(monkeypatch, worth_s, handed):
+    """A small job (the demo) stays in-process; once the rest would outlast a worker's start-up, the rest
+    go to the pool, and the results keep their order either way."""
+    monkeypatch.setattr(prepare, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(prepare, "POOL_WORTH_S", worth_s)
+    RecordingPool.handed = []
+    assert list(prepare.parallel_map(str, [0, 1, 2, 3], 2, "test")) == ["0", "1", "2", "3"]
+    assert RecordingPool.handed == handed
+    assert list(prepare.parallel_map(str, [0, 1, 2, 3], 1, "test")) == ["0", "1", "2", "3"]
+    assert RecordingPool.handed == handed  # one worker: never a pool

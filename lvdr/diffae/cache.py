@@ -70,8 +70,3 @@ def encode_slices(model, slices: np.ndarray, device="cpu") -> tuple[np.ndarray, 
     new scan through this too, so that it sees exactly the numbers the PRM was trained on)."""
     z, tokens = model.encode(to_model_range(slices).to(device))
     return z.float().cpu().numpy(), tokens.float().cpu().numpy().astype(np.float16)
-
-
-def load_latents(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(folder)
-    return np.load(folder / "z.npy", mmap_mode="r"), np.load(folder / "tokens.npy", mmap_mode="r")

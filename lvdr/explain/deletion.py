@@ -23,7 +23,7 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
     at the indices where the model usually moves most: do this scan's own largest steps matter
     more than the places where any scan's do?
     """
-    from lvdr.diffae.cache import load_latents
+    from lvdr.data import load_latents
     from lvdr.prm.train import load_prm, run_sequences
 
     model = load_prm(model_path)

@@ -96,7 +96,7 @@ def referral(model, seqs, features, passes: int, seed: int, threshold: float | N
 
 def referral_check(trajs: list[dict], model_path, latents_dir, passes: int, seed: int) -> dict:
     """``referral`` on the test sequences of one trained run, with its stored threshold."""
-    from lvdr.diffae.cache import load_latents
+    from lvdr.data import load_latents
     from lvdr.prm.train import load_prm
 
     model = load_prm(model_path)

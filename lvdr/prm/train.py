@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 from tqdm import tqdm
 
-from lvdr.data import Prepared, load_prepared, to_model_range
-from lvdr.diffae.cache import load_latents
+from lvdr.data import Prepared, load_latents, load_prepared, to_model_range
 from lvdr.diffae.train import load_model
 from lvdr.distributed import Parallel, batch_mean, batch_ratio, global_batch
 from lvdr.errors import ConfigError, DataError

@@ -66,6 +66,31 @@ def prediction_files(ds):
     return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES + qwen_methods(ds)]
             + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
             + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
+# At most one job per CPU when running here: `--cores 8` (the README's command) on a 2-CPU laptop
+# would run up to 8 single-threaded jobs side by side, and they slow one another down (measured: four
+# PRM trainings on 2 CPUs cost 44 s of CPU each, two at a time 38 s). Every rule claims `cpus`, its
+# threads; `--resources cpus=N` sets another cap. On a cluster every job has its own cores: no cap.
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+if workflow.local_exec and "cpus" not in workflow.global_resources:
+    workflow.register_resource("cpus", CPUS)
+
+
+def cpus(wildcards, threads):
+    return min(threads, CPUS)
+
+
+# Priorities (higher first, among jobs ready to run): the chain from a slice to the report (stage 1,
+# its cache, LVDR, the explanation) before the jobs that only feed the tables (DenseNet121 most of all,
+# the longest of them), and the datasets LVDR reads before the others; so that the short jobs at the
+# end do not wait on a long one that could have run while LVDR trained.
+def priority(base):
+    def of(wildcards):
+        ablation = wildcards.get("method", "lvdr") != "lvdr"  # an ablation of LVDR feeds only the tables
+        return base + (wildcards.get("ds") in PRM_DATASETS) - ablation
+
+    return of
+
+
 GPU = 0 if config["device"] == "cpu" else 1
 # One thread per training process: at demo size a second thread speeds a job up by about a quarter
 # (DenseNet: 50 s with 1 thread, 38 s with 2), so two jobs side by side finish sooner than two

@@ -8,13 +8,21 @@ rule fetch:
     log:
         "logs/fetch/{ds}.log",
     threads: 1
+    priority: priority(6)
     resources:
+        cpus=cpus,
         mem_mb=4000,
         runtime=120,
     conda:
         "../../environment.yml"
     shell:
         "python -m lvdr fetch {wildcards.ds} --config \"$LVDR_CONFIG\" --out data/raw/{wildcards.ds} --log {log}"
+
+
+def prepare_threads(wildcards):
+    """Worker processes for prepare: real SPIDER and BraTS volumes take long enough to share out; the
+    demo's take seconds (lvdr.prepare.parallel_map would not start workers) and RetinaMNIST is one file."""
+    return 2 if wildcards.ds != "retinamnist" and config[wildcards.ds]["source"] != "demo" else 1
 
 
 rule prepare:
@@ -29,8 +37,10 @@ rule prepare:
         section=lambda w: section(w.ds),
     log:
         "logs/prepare/{ds}.log",
-    threads: 2
+    threads: prepare_threads
+    priority: priority(6)
     resources:
+        cpus=cpus,
         mem_mb=8000,
         runtime=120,
     conda:

@@ -12,7 +12,9 @@ rule train_densenet:
     log:
         "logs/train_densenet/{ds}_seed{seed}.log",
     threads: TRAIN_THREADS
+    priority: priority(1)
     resources:
+        cpus=cpus,
         mem_mb=8000,
         runtime=720,
         gpu=TRAIN_GPUS,

@@ -12,7 +12,9 @@ rule evaluate:
     log:
         "logs/evaluate/{ds}.log",
     threads: 1
+    priority: priority(2)
     resources:
+        cpus=cpus,
         mem_mb=2000,
         runtime=30,
     conda:

@@ -19,7 +19,9 @@ rule train_prm:
     log:
         "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
+    priority: priority(4)
     resources:
+        cpus=cpus,
         mem_mb=8000,
         runtime=720,
         gpu=TRAIN_GPUS,
@@ -46,7 +48,9 @@ rule explain:
     log:
         "logs/explain/{ds}.log",
     threads: 1
+    priority: priority(4)
     resources:
+        cpus=cpus,
         mem_mb=4000,
         runtime=30,
     conda:
@@ -73,7 +77,9 @@ rule decode:
     log:
         "logs/decode/{ds}.log",
     threads: 1
+    priority: priority(4)
     resources:
+        cpus=cpus,
         mem_mb=4000,
         runtime=30,
     conda:
@@ -98,7 +104,9 @@ rule export:
     log:
         "logs/export/{ds}.log",
     threads: 1
+    priority: priority(2)
     resources:
+        cpus=cpus,
         mem_mb=2000,
         runtime=10,
     conda:

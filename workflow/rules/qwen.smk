@@ -14,7 +14,9 @@ rule qwen:
     log:
         "logs/qwen/{ds}_{size}_{mode}.log",
     threads: 2
+    priority: priority(1)
     resources:
+        cpus=cpus,
         mem_mb=32000,
         runtime=1440,
         gpu=GPU,

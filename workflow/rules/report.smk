@@ -17,7 +17,9 @@ rule report:
     log:
         "logs/report.log",
     threads: 1
+    priority: 2
     resources:
+        cpus=cpus,
         mem_mb=4000,
         runtime=30,
     conda:

@@ -12,7 +12,9 @@ rule train_diffae:
     log:
         "logs/train_diffae/{ds}.log",
     threads: TRAIN_THREADS
+    priority: priority(5)
     resources:
+        cpus=cpus,
         mem_mb=8000,
         runtime=1440,
         gpu=TRAIN_GPUS,
@@ -36,8 +38,10 @@ rule cache:
         section=json.dumps(config["cache"]),
     log:
         "logs/cache/{ds}.log",
-    threads: 2
+    threads: 1  # a second thread hardly shortens the demo's cache (mostly start-up), and holds a CPU
+    priority: priority(5)
     resources:
+        cpus=cpus,
         mem_mb=8000,
         runtime=120,
         gpu=GPU,
@@ -62,7 +66,9 @@ rule latent_baselines:
     log:
         "logs/latent_baselines/{ds}.log",
     threads: 1
+    priority: priority(3)
     resources:
+        cpus=cpus,
         mem_mb=4000,
         runtime=60,
     conda:
