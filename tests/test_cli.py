@@ -46,16 +46,24 @@ def test_config_typo_fails_with_the_key(tmp_path, capsys):
     assert "unknown config key 'spider.sorce'; did you mean 'source'?" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lvdr", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("lvdr ")
+    # `python -m lvdr` leaves through os._exit: the command's output, its log file and its exit code survive
+    done = subprocess.run([sys.executable, "-m", "lvdr", "config", "--log", str(tmp_path / "c.log")],
+                          capture_output=True, text=True, check=True)
+    assert "datasets:" in done.stdout and done.stdout.endswith("\n")
+    log = tmp_path / "p.log"
+    done = subprocess.run([sys.executable, "-m", "lvdr", "prepare", "spider", "--manifest", str(tmp_path / "none.json"),
+                           "--out", str(tmp_path / "o"), "--log", str(log)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "none.json" in done.stderr and "none.json" in log.read_text()
 
 
 def test_missing_manifest_is_a_clear_error(tmp_path, capsys):
     code = main(["prepare", "spider", "--manifest", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")])
     assert code != 0
     assert "none.json" in capsys.readouterr().err
-
 
 
 def test_job_times_read_wall_and_cpu_seconds_from_the_logs(tmp_path):

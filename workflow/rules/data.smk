@@ -8,7 +8,7 @@ rule fetch:
     log:
         "logs/fetch/{ds}.log",
     threads: 1
-    priority: priority(6)
+    priority: priority("fetch")
     resources:
         cpus=cpus,
         mem_mb=4000,
@@ -38,7 +38,7 @@ rule prepare:
     log:
         "logs/prepare/{ds}.log",
     threads: prepare_threads
-    priority: priority(6)
+    priority: priority("prepare")
     resources:
         cpus=cpus,
         mem_mb=8000,

@@ -12,7 +12,7 @@ rule train_densenet:
     log:
         "logs/train_densenet/{ds}_seed{seed}.log",
     threads: TRAIN_THREADS
-    priority: priority(1)
+    priority: priority("train_densenet")
     resources:
         cpus=cpus,
         mem_mb=8000,

@@ -12,7 +12,7 @@ rule evaluate:
     log:
         "logs/evaluate/{ds}.log",
     threads: 1
-    priority: priority(2)
+    priority: priority("evaluate")
     resources:
         cpus=cpus,
         mem_mb=2000,

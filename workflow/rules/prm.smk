@@ -19,7 +19,7 @@ rule train_prm:
     log:
         "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
-    priority: priority(4)
+    priority: priority("train_prm")
     resources:
         cpus=cpus,
         mem_mb=8000,
@@ -48,7 +48,7 @@ rule explain:
     log:
         "logs/explain/{ds}.log",
     threads: 1
-    priority: priority(4)
+    priority: priority("explain")
     resources:
         cpus=cpus,
         mem_mb=4000,
@@ -77,7 +77,7 @@ rule decode:
     log:
         "logs/decode/{ds}.log",
     threads: 1
-    priority: priority(4)
+    priority: priority("decode")
     resources:
         cpus=cpus,
         mem_mb=4000,
@@ -104,7 +104,7 @@ rule export:
     log:
         "logs/export/{ds}.log",
     threads: 1
-    priority: priority(2)
+    priority: priority("export")
     resources:
         cpus=cpus,
         mem_mb=2000,

@@ -14,7 +14,7 @@ rule qwen:
     log:
         "logs/qwen/{ds}_{size}_{mode}.log",
     threads: 2
-    priority: priority(1)
+    priority: priority("qwen")
     resources:
         cpus=cpus,
         mem_mb=32000,

@@ -17,7 +17,7 @@ rule report:
     log:
         "logs/report.log",
     threads: 1
-    priority: 2
+    priority: 1
     resources:
         cpus=cpus,
         mem_mb=4000,

@@ -12,7 +12,7 @@ rule train_diffae:
     log:
         "logs/train_diffae/{ds}.log",
     threads: TRAIN_THREADS
-    priority: priority(5)
+    priority: priority("train_diffae")
     resources:
         cpus=cpus,
         mem_mb=8000,
@@ -39,7 +39,7 @@ rule cache:
     log:
         "logs/cache/{ds}.log",
     threads: 1  # a second thread hardly shortens the demo's cache (mostly start-up), and holds a CPU
-    priority: priority(5)
+    priority: priority("cache")
     resources:
         cpus=cpus,
         mem_mb=8000,
@@ -66,7 +66,7 @@ rule latent_baselines:
     log:
         "logs/latent_baselines/{ds}.log",
     threads: 1
-    priority: priority(3)
+    priority: priority("latent_baselines")
     resources:
         cpus=cpus,
         mem_mb=4000,
