@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.networks.schedulers import DDPMScheduler
 from tqdm import tqdm
 
 from lvdr.data import Prepared, load_latents, load_prepared, to_model_range
-from lvdr.diffae.train import load_model
 from lvdr.distributed import Parallel, batch_mean, batch_ratio, global_batch
 from lvdr.errors import ConfigError, DataError
 from lvdr.evaluate.metrics import selection_score
@@ -264,6 +262,12 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     val_seqs = [s for s in seqs if s.split == "val"]
     if not train_seqs or not val_seqs:
         raise DataError(f"{prepared_dir}: the PRM needs sequences in both the train and the val split")
+    # here, not at the top: the stages that only load and run a trained PRM (explain, export) need not
+    # import MONAI (4 s a process)
+    from monai.networks.schedulers import DDPMScheduler
+
+    from lvdr.diffae.train import load_model
+
     diffae, diffae_cfg = load_model(diffae_path, device)
     d = diffae_cfg["z_dim"]
     if d % cfg["heads"]:
