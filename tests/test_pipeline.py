@@ -300,3 +300,26 @@ def test_training_jobs_run_under_torchrun_when_processes_are_asked(tmp_path):
     assert not any("torchrun" in line for line in lines if " cache " in line or "lvdr report" in line)
     jobs = re.findall(r"rule (train_\w+):.*?resources: ([^\n]*)", done.stdout, re.S)
     assert jobs and all("gpu=2" in resources for _, resources in jobs), jobs[:3]
+
+
+def test_jobs_claim_their_cpus_and_run_critical_path_first(tmp_path):
+    """Every job claims the `cpus` it uses (capped at the machine's, when run here), and no job outranks
+    a job it waits for: a job's priority, the work between it and the report, is never below that of a
+    job that reads its outputs. The demo config, with RetinaMNIST (no LVDR) beside SPIDER and BraTS."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    done = snakemake(tmp_path, "results/report.html", "--dry-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = {}
+    for block in done.stdout.split("\nrule ")[1:]:
+        jobid = int(re.search(r"jobid: (\d+)", block).group(1))
+        priority = re.search(r"priority: (\d+)", block)
+        cpus = re.search(r"resources: .*\bcpus=(\d+)", block)
+        jobs[jobid] = (block.split(":")[0], int(priority.group(1)) if priority else 0, cpus and int(cpus.group(1)))
+    assert len(jobs) == 37 and all(1 <= cpus <= os.cpu_count() for _, _, cpus in jobs.values()), jobs
+    dag = json.loads(snakemake(tmp_path, "results/report.html", "--d3dag").stdout)
+    jobid_of = {node["id"]: node["value"]["jobid"] for node in dag["nodes"]}
+    inverted = [(jobs[jobid_of[e["u"]]], jobs[jobid_of[e["v"]]]) for e in dag["edges"]
+                if jobs[jobid_of[e["u"]]][1] < jobs[jobid_of[e["v"]]][1]]
+    assert not inverted and len(dag["edges"]) > 50, inverted
+    assert max(jobs.values(), key=lambda j: j[1])[0] == "fetch" and min(p for _, p, _ in jobs.values()) == 1  # the report

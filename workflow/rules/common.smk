@@ -66,6 +66,8 @@ def prediction_files(ds):
     return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES + qwen_methods(ds)]
             + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
             + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
+
+
 # At most one job per CPU when running here: `--cores 8` (the README's command) on a 2-CPU laptop
 # would run up to 8 single-threaded jobs side by side, and they slow one another down (measured: four
 # PRM trainings on 2 CPUs cost 44 s of CPU each, two at a time 38 s). Every rule claims `cpus`, its
@@ -77,6 +79,12 @@ if workflow.local_exec and "cpus" not in workflow.global_resources:
 
 def cpus(wildcards, threads):
     return min(threads, CPUS)
+
+
+def prepare_threads(wildcards):
+    """Worker processes for prepare: real SPIDER and BraTS volumes take long enough to share out; the
+    demo's take seconds (lvdr.prepare.parallel_map would not start workers) and RetinaMNIST is one file."""
+    return 2 if wildcards.ds != "retinamnist" and config[wildcards.ds]["source"] != "demo" else 1
 
 
 # Priorities: of the jobs ready to run, the one with the most work still between it and the report

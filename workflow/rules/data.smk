@@ -19,12 +19,6 @@ rule fetch:
         "python -m lvdr fetch {wildcards.ds} --config \"$LVDR_CONFIG\" --out data/raw/{wildcards.ds} --log {log}"
 
 
-def prepare_threads(wildcards):
-    """Worker processes for prepare: real SPIDER and BraTS volumes take long enough to share out; the
-    demo's take seconds (lvdr.prepare.parallel_map would not start workers) and RetinaMNIST is one file."""
-    return 2 if wildcards.ds != "retinamnist" and config[wildcards.ds]["source"] != "demo" else 1
-
-
 rule prepare:
     output:
         slices="data/prepared/{ds}/slices.npy",
