@@ -3,7 +3,7 @@
 import numpy as np
 
 from lvdr.explain.trajectories import evidence_correlation, step_profile
-from lvdr.explain.verdicts import verdicts
+from lvdr.explain.verdicts import norm_across_seeds, verdicts
 
 
 def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
@@ -98,3 +98,23 @@ def test_referral_verdicts():
     assert verdict(referral(0.51, 0.48, after=0.71))[0] == "does not support"  # referring made the rest worse
     assert verdict(referral(None, None, n_wrong=0))[0] == "not applicable"
     assert verdicts(checks())["referral"][0] == "not applicable"  # not measured
+
+
+def norm(rho, p, means):
+    return {"rho": rho, "p": p, "grade_means": {str(g): m for g, m in enumerate(means)}}
+
+
+def test_the_norm_reading_must_hold_across_seeds_in_one_direction():
+    """Each seed may find ||P_t|| following the grade; across seeds it must do so the same way, and by more
+    than a grade's norm varies from seed to seed (the demo's SPIDER: rho -0.67 on one draw, +0.86 on another)."""
+    agree = [norm(0.8, 1e-6, [1.0, 1.2, 1.4]), norm(0.7, 1e-5, [1.05, 1.25, 1.45]), norm(0.75, 1e-4, [0.95, 1.2, 1.35])]
+    assert norm_across_seeds(agree)[0] == "supports"
+    flipped = agree[:2] + [norm(-0.7, 1e-5, [1.4, 1.2, 1.0])]
+    word, why = norm_across_seeds(flipped)
+    assert word == "does not support" and "disagree on its direction" in why and "0.8, 0.7, -0.7" in why
+    shifted = [norm(0.8, 1e-6, [1.0, 1.1, 1.2]), norm(0.8, 1e-6, [2.0, 2.1, 2.2]), norm(0.8, 1e-6, [0.5, 0.6, 0.7])]
+    word, why = norm_across_seeds(shifted)  # each seed orders the grades, but the seeds' norms differ far more
+    assert word == "does not support" and "differ less than the seeds do" in why
+    weak = agree[:2] + [norm(0.2, 0.3, [1.0, 1.1, 1.3])]
+    assert "not every seed" in norm_across_seeds(weak)[1]
+    assert norm_across_seeds(agree[:1])[0] == "not applicable"

@@ -26,7 +26,7 @@ from lvdr.explain.plots import pick
 from lvdr.explain.trajectories import (evidence_correlation, load_trajectories, norm_figure, norm_separation, pca_figure,
                                        step_profile, step_sizes, steps_figure)
 from lvdr.explain.uncertainty import referral_check, referral_figure
-from lvdr.explain.verdicts import verdicts
+from lvdr.explain.verdicts import norm_across_seeds, verdicts
 from lvdr.files import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
             log.info("%s %s: %s", name, run.name, checks["verdicts"]["referral"][1])
             checks["referral"] = {k: v for k, v in checks["referral"].items() if k != "per_sequence"}
         summary["runs"].append({**checks, **({"deletion": d} if d else {})})
+    summary["across_seeds"] = {"norm": norm_across_seeds([r["norm"] for r in summary["runs"]])}
     curves = {r["run"]: r["referral"]["curve"] for r in summary["runs"] if r.get("referral")}
     if curves:
         referral_figure(curves, out_dir / "referral.png", f"{name}: referring the most uncertain test sequences")

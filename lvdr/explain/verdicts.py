@@ -4,6 +4,8 @@ more than was measured."""
 
 from __future__ import annotations
 
+import numpy as np
+
 CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm", "referral")  # the verdicts, in the report's order
 EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
 DELETION_P = 0.05  # and the deletion test this, one-sided
@@ -83,6 +85,31 @@ def verdicts(checks: dict) -> dict:
         out["norm"] = ("does not support", f"the mean ||P_t|| does not follow the grade (ρ = {_g(n['rho'])}, "
                                            f"p = {_g(n['p'])}; needs p < {EVIDENCE_P})")
     return out
+
+
+def norm_across_seeds(norms: list[dict]) -> tuple[str, str]:
+    """Does the ||P_t|| profile separate the grades by more than its seed spread? Each seed's verdict can
+    say yes with the opposite sign of another's, and one seed's norms can sit above another's for every
+    grade; so the grades' mean norms, averaged over the seeds, must differ by more than a grade's mean norm
+    varies between seeds (its sd, averaged over the grades), and every seed must order the grades the same
+    way at p < EVIDENCE_P."""
+    norms = [n for n in norms if n.get("rho") is not None]
+    if len(norms) < 2:
+        return ("not applicable", "fewer than two seeds with more than one test grade")
+    grades = sorted(set.intersection(*(set(n["grade_means"]) for n in norms)), key=int)
+    means = np.array([[n["grade_means"][g] for g in grades] for n in norms])  # seeds x grades
+    separation, spread = float(np.ptp(means.mean(0))), float(means.std(0, ddof=1).mean())
+    rhos = ", ".join(_g(n["rho"]) for n in norms)
+    effect = (f"over {len(norms)} seeds the grades' mean ||P_t|| differ by {_g(separation)} (range of the seed means), "
+              f"a grade's mean varies by {_g(spread)} between seeds (sd); ρ with the grade {rhos}")
+    signs = {np.sign(n["rho"]) for n in norms if n["p"] < EVIDENCE_P}
+    if len(signs) > 1:
+        return ("does not support", effect + ": the seeds disagree on its direction, so the norm carries no reading "
+                                             "of the grade that holds beyond one training run")
+    if separation > spread and all(n["p"] < EVIDENCE_P for n in norms):
+        return ("supports", effect)
+    return ("does not support", effect + (f": not every seed orders the grades at p < {EVIDENCE_P}" if separation > spread
+                                          else ": the grades differ less than the seeds do"))
 
 
 def _referral_verdict(r: dict | None) -> tuple[str, str]:
