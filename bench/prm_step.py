@@ -46,8 +46,7 @@ def time_current(args) -> float:
     from monai.networks.schedulers import DDPMScheduler
 
     from lvdr import config as configs
-    from lvdr.data import load_prepared
-    from lvdr.data import load_latents
+    from lvdr.data import load_latents, load_prepared
     from lvdr.diffae.train import load_model
     from lvdr.prm.model import PRM
     from lvdr.prm.train import channel_statistics, collate, losses, recon_loss, sequences

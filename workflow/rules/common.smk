@@ -100,8 +100,8 @@ PRIORITY = {  # rule: (on prm.datasets, on the others)
 
 def priority(rule):
     def of(wildcards):
-        ablation = wildcards.get("method", "lvdr") != "lvdr"
-        return PRIORITY[rule + "_ablation" * ablation][wildcards.ds not in PRM_DATASETS]
+        key = "train_prm_ablation" if wildcards.get("method", "lvdr") != "lvdr" else rule
+        return PRIORITY[key][wildcards.ds not in PRM_DATASETS]
 
     return of
 
