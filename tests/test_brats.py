@@ -110,12 +110,28 @@ def test_demo_has_both_labels_and_edema_evidence(tmp_path, tiny_config):
     assert set(seqs.label_bin) == {0, 1}
     positive = table[table.label_bin == 1].groupby("seq_id").evidence.max()
     assert (positive > 0).all()
-    assert (table[table.label_bin == 0].evidence < cfg["prepare"]["min_edema_px"]).all()
-    # the edema mask travels with each slice: present where the slice has edema, never where it has none
+    # the edema mask travels with each slice: present where the slice has edema, never where it has none;
+    # and the label follows it: a slice whose edema covers no pixel at the prepared size shows none
     area = np.load(tmp_path / "prep" / "masks.npy").sum(axis=(1, 2))
+    assert (area[table.label_bin.to_numpy() == 0] < cfg["prepare"]["min_edema_px"]).all()
+    assert (table.assign(area=area).groupby("seq_id").area.max().loc[positive.index] >= cfg["prepare"]["min_edema_px"]).all()
     assert len(area) == len(table) and (area[table.evidence.to_numpy() == 0] == 0).all()
     big = table.evidence.to_numpy() >= 0.5 * table.evidence.max()
     assert (area[big] > 0).all()
+
+
+def test_edema_too_small_to_show_at_the_prepared_size_labels_no_slab():
+    """A slab is positive when its prepared slices show edema, not when the source volume has a few voxels of it."""
+    from lvdr.prepare.brats import sequences
+
+    masks = np.zeros((8, 4, 4), bool)
+    masks[6, 1:3, 1:3] = True  # the second slab shows edema on its third slice
+    edema_px = np.array([0, 6, 0, 0, 0, 0, 40, 0])  # the first slab: 6 voxels, under half of any prepared pixel
+    case = {"case_id": "c", "source": "c.nii.gz", "slices": np.zeros((8, 1, 4, 4), np.float16), "z": np.arange(8),
+            "edema_px": edema_px, "masks": masks}
+    parts = sequences(case, "p", {"label_level": "slab", "slab_length": 4, "min_edema_px": 1})
+    assert [table.label_bin.iloc[0] for _, table, _ in parts] == [0, 1]
+    assert list(parts[0][1].evidence) == [0, 6, 0, 0]  # the source's edema area is still recorded as evidence
 
 
 def _prepared_slices(root, tmp_path, tiny_config, name):
