@@ -124,14 +124,17 @@ def test_edema_too_small_to_show_at_the_prepared_size_labels_no_slab():
     """A slab is positive when its prepared slices show edema, not when the source volume has a few voxels of it."""
     from lvdr.prepare.brats import sequences
 
-    masks = np.zeros((8, 4, 4), bool)
-    masks[6, 1:3, 1:3] = True  # the second slab shows edema on its third slice
-    edema_px = np.array([0, 6, 0, 0, 0, 0, 40, 0])  # the first slab: 6 voxels, under half of any prepared pixel
-    case = {"case_id": "c", "source": "c.nii.gz", "slices": np.zeros((8, 1, 4, 4), np.float16), "z": np.arange(8),
+    masks = np.zeros((12, 4, 4), bool)
+    masks[1, 0, 0] = True  # the first slab: one edema pixel
+    masks[6, 1:3, 1:3] = True  # the second slab: a 2 x 2 patch; the third slab: edema voxels under any pixel
+    edema_px = np.array([0, 6, 0, 0, 0, 0, 40, 0, 0, 3, 0, 0])
+    case = {"case_id": "c", "source": "c.nii.gz", "slices": np.zeros((12, 1, 4, 4), np.float16), "z": np.arange(12),
             "edema_px": edema_px, "masks": masks}
-    parts = sequences(case, "p", {"label_level": "slab", "slab_length": 4, "min_edema_px": 1})
-    assert [table.label_bin.iloc[0] for _, table, _ in parts] == [0, 1]
-    assert list(parts[0][1].evidence) == [0, 6, 0, 0]  # the source's edema area is still recorded as evidence
+    cfg = {"label_level": "slab", "slab_length": 4, "min_edema_px": 4}
+    assert [table.label_bin.iloc[0] for _, table, _ in sequences(case, "p", cfg)] == [0, 1, 0]
+    parts = sequences(case, "p", {**cfg, "min_edema_px": 1})
+    assert [table.label_bin.iloc[0] for _, table, _ in parts] == [1, 1, 0]
+    assert list(parts[2][1].evidence) == [0, 3, 0, 0]  # the source's edema area is still recorded as evidence
 
 
 def _prepared_slices(root, tmp_path, tiny_config, name):

@@ -85,8 +85,8 @@ def extract_case(task: dict) -> dict:
 def sequences(case: dict, patient: str, cfg: dict) -> list[tuple[np.ndarray, pd.DataFrame]]:
     """Cut one case's slices into labelled sequences (the whole volume, or slabs)."""
     n = len(case["z"])
-    # what the models are shown decides: edema that covers no pixel of the prepared slice (on one demo draw a
-    # test slab with 6 edema voxels on one slice, a third of a pixel at 32 px) is a label no model can learn
+    # what the models are shown decides: edema that covers a pixel or two of the prepared slice (on one demo draw
+    # a test slab with 6 edema voxels on one slice, 1 pixel at 32 px) is a label no model can learn
     has_edema = case["masks"].sum(axis=(1, 2)) >= cfg["min_edema_px"]
     if cfg["label_level"] == "volume":
         runs = [(case["case_id"], slice(0, n))]
