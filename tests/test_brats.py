@@ -111,7 +111,7 @@ def test_demo_has_both_labels_and_edema_evidence(tmp_path, tiny_config):
     positive = table[table.label_bin == 1].groupby("seq_id").evidence.max()
     assert (positive > 0).all()
     # the edema mask travels with each slice: present where the slice has edema, never where it has none;
-    # and the label follows it: a slice whose edema covers no pixel at the prepared size shows none
+    # and the label follows it: a slice with fewer than min_edema_px edema pixels at the prepared size shows none
     area = np.load(tmp_path / "prep" / "masks.npy").sum(axis=(1, 2))
     assert (area[table.label_bin.to_numpy() == 0] < cfg["prepare"]["min_edema_px"]).all()
     assert (table.assign(area=area).groupby("seq_id").area.max().loc[positive.index] >= cfg["prepare"]["min_edema_px"]).all()
