@@ -1,4 +1,5 @@
-"""MixedPrecision: the CPU path is the plain training step bit for bit; fp16 scales its gradients."""
+"""Training numerics: MixedPrecision (the CPU path is the plain step bit for bit; fp16 scales its gradients),
+the fused AdamW and the EMA of the weights."""
 
 import torch
 
@@ -70,3 +71,36 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_kept_in_the_state():
     assert resumed.scaler.get_scale() == scale / 2
     resumed.load_state_dict(None)  # a checkpoint from before the scaler was saved
     assert resumed.scaler.get_scale() == scale / 2
+
+
+def test_fused_adamw_steps_as_the_per_tensor_adamw_does():
+    from lvdr.training import adamw
+
+    reference, reference_opt = tiny()
+    reference_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
+    fused, _ = tiny()
+    fused_opt = adamw(fused.parameters(), 1e-2, 0.01)
+    assert fused_opt.defaults["fused"]
+    for x, y in batches():
+        for model, opt in ((reference, reference_opt), (fused, fused_opt)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    for a, b in zip(reference.parameters(), fused.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(tiny()[0].parameters(), fused.parameters()))  # it did step
+
+
+def test_ema_moves_each_weight_towards_the_model_by_one_minus_its_decay():
+    from lvdr.training import EMA
+
+    model, _ = tiny()
+    ema = EMA(model, decay=0.9)
+    start = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)  # first update: the warm-up decay (1 + 1) / (10 + 1)
+    decay = 2 / 11
+    for before, after, target in zip(start, ema.model.parameters(), model.parameters()):
+        torch.testing.assert_close(after, before + (1 - decay) * (target - before))

@@ -200,6 +200,18 @@ def test_tiny_prm_overfits_a_handful_of_sequences():
     assert (model(tokens, depth, mask, codes)["logits"].argmax(1) == labels).all()
 
 
+def test_a_flipped_sequence_is_read_from_its_other_end_with_mirrored_depths():
+    from lvdr.prm.train import Sequence, flip_depth
+
+    s = Sequence("disc", "train", 3, 1, np.array([10, 11, 13, 14]), np.array([0, 2, 9, 13]))
+    flipped = flip_depth(s)
+    assert flipped.rows.tolist() == [14, 13, 11, 10] and flipped.depth.tolist() == [0, 4, 11, 13]
+    assert (flipped.seq_id, flipped.split, flipped.grade, flipped.label_bin) == ("disc", "train", 3, 1)
+    assert flip_depth(flipped).rows.tolist() == s.rows.tolist() and s.rows.tolist() == [10, 11, 13, 14]  # the original is untouched
+    late = Sequence("slab", "train", 0, 0, np.array([5, 6, 7]), np.array([2, 3, 5]))  # depths keep their span
+    assert flip_depth(late).depth.tolist() == [2, 4, 5]
+
+
 @pytest.mark.parametrize("n,t_max", [(5, 8), (40, 32), (33, 32), (100, 7)])
 def test_subsampling_keeps_order_and_endpoints(n, t_max):
     keep = even_subsample(n, t_max)
@@ -221,7 +233,8 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
     dae = train_diffae(diffae_config, spider_prepared, tmp_path / "dae", seed=1, device_name="cpu")
     build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
     cfg = {**prm_config(lambda_step=1.0), "recon_k": 2,
-           "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2, "precision": precision}}
+           "train": {**prm_config()["train"], "steps": 4, "batch_size": 3, "eval_every": 2, "precision": precision,
+                     "flip_depth": 0.5}}  # the flips must resume as drawn too
     run = lambda c, name: train(c, spider_prepared, tmp_path / "latents", dae, tmp_path / name,  # noqa: E731
                                 tmp_path / f"{name}.parquet", seed=4, device_name="cpu")
     full = run(cfg, "full")

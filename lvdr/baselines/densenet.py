@@ -27,7 +27,7 @@ from lvdr.errors import DataError
 from lvdr.evaluate.metrics import point_metrics
 from lvdr.losses import class_weights, cross_entropy, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch,
+from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch,
                            seed_step, write_curve)
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
             log.warning("DenseNet121 on %d CPU processes: BatchNorm statistics are per process (PyTorch has no "
                         "SyncBatchNorm on the CPU); densenet.norm: group uses none", parallel.world)
     trained = parallel.wrap(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    optimizer = adamw(model.parameters(), cfg["lr"], cfg["weight_decay"])
     weights = class_weights(labels, num_classes).to(device) if cfg["class_weights"] else None
     loss_fn = make_loss(task, weights, cfg["ordinal_alpha"])
     augment = augmentation(data.meta["dataset"])

@@ -25,7 +25,7 @@ from lvdr.distributed import Parallel, batch_mean, global_batch
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
+from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
                            write_curve)
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     model = build(cfg, in_channels, size).to(device)
     trained = parallel.wrap(model)
     ema = EMA(model, tcfg["ema_decay"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = adamw(model.parameters(), tcfg["lr"], tcfg["weight_decay"])
     scheduler = DDPMScheduler(num_train_timesteps=cfg["timesteps"], schedule=cfg["beta_schedule"])
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({k: v for k, v in cfg.items() if k != "train"}
                                                                   | {"train": {k: v for k, v in tcfg.items() if k != "steps"},

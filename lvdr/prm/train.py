@@ -41,7 +41,7 @@ from lvdr.files import atomic_path
 from lvdr.losses import class_weights, cross_entropy, focal_loss, ordinal_loss
 from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
+from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
                            write_curve)
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,13 @@ def sequences(data: Prepared, t_max: int) -> list[Sequence]:
                             group.row.to_numpy()[keep], group.slice_pos.to_numpy()[keep]))
     order = {s: i for i, s in enumerate(data.table.drop_duplicates("seq_id").seq_id)}  # table order
     return sorted(out, key=lambda s: order[s.seq_id])
+
+
+def flip_depth(s: Sequence) -> Sequence:
+    """The same sequence read from its other end, its depths mirrored within their span: a scan flipped
+    along its slice axis shows the same disc or slab, so it keeps its label."""
+    mirrored = s.depth.min() + s.depth.max() - s.depth
+    return Sequence(s.seq_id, s.split, s.grade, s.label_bin, s.rows[::-1].copy(), mirrored[::-1].copy())
 
 
 def collate(batch: list[Sequence], features, device) -> dict:
@@ -284,7 +291,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema_decay"] > 0 else None
     evaluated = ema.model if ema else model  # the weights that are validated, selected and saved
     params = list(model.parameters()) + (list(decoder.parameters()) if cfg["finetune_decoder"] else [])
-    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = adamw(params, tcfg["lr"], tcfg["weight_decay"])
     weight = class_weights([s.grade for s in train_seqs], num_classes).to(device) if cfg["class_weights"] else None
     checkpoints = Checkpoints(out_dir / "checkpoints", config_hash({**cfg, "seed": seed, "tokens": tokens.shape,
                                                                     "model": model_signature(model)}))
@@ -310,6 +317,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]  # the global batch
+        if tcfg["flip_depth"] > 0:
+            batch = [flip_depth(s) if flip else s for s, flip in zip(batch, np.random.random(len(batch)) < tcfg["flip_depth"])]
         inputs = collate(batch[share], features, device)  # this process's share of it
         labels = torch.as_tensor([s.grade for s in batch[share]], device=device)
         model.train()
