@@ -27,8 +27,8 @@ from lvdr.errors import DataError
 from lvdr.evaluate.metrics import point_metrics
 from lvdr.losses import class_weights, cross_entropy, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
-from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch,
-                           seed_step, write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
+                           pick_device, save_torch, seed_step, write_curve)
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from lvdr.distributed import Parallel, batch_mean, global_batch
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
-from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
-                           write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
+                           pick_device, save_torch, seed_step, write_curve)
 
 log = logging.getLogger(__name__)
 

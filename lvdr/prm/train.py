@@ -7,15 +7,18 @@ focal loss (binary datasets), class-weighted by default. Beyond the paper, ``lam
 L_step, the same grading loss on every intermediate state z_t: the belief after each slice should be
 the best guess from the slices read so far, so the memory has a reason to move on a slice that
 changes the guess and to hold still on one that does not. Off by default: on the demo BraTS it
-turned the step size towards the edema on one draw and not on another (README). A fixed number of
-steps under AdamW with
-a linear warm-up and cosine decay; an EMA of the weights is what gets validated and saved. The PRM
-standardises its inputs (patch tokens and z) with the training slices' per-channel mean and sd,
-kept in the model, so grading a new scan later applies exactly the same scaling. The
-kept checkpoint is the best on validation MAE (graded) or AUC (binary) as in the paper, the
-lowest validation loss, or the last (``prm.train.select``); a killed run resumes from its last checkpoint.
-For binary tasks the decision threshold on p_bin is chosen on validation (``prm.binary_threshold``)
-and stored with the model and in the predictions.
+turned the step size towards the edema on one draw and not on another (README).
+
+A fixed number of steps under AdamW with a linear warm-up and cosine decay; an EMA of the weights
+is what gets validated and saved. With ``train.flip_depth`` a share of each batch is read from its
+other end (3D augmentation's flip along the slice axis): evidence early in a sequence, which the
+memory must then carry to its end, becomes as common as evidence late in it. The PRM standardises
+its inputs (patch tokens and z) with the training slices' per-channel mean and sd, kept in the
+model, so grading a new scan later applies exactly the same scaling. The kept checkpoint is the
+best on validation MAE (graded) or AUC (binary) as in the paper, the lowest validation loss, or the
+last (``prm.train.select``); a killed run resumes from its last checkpoint. For binary tasks the
+decision threshold on p_bin is chosen on validation (``prm.binary_threshold``) and stored with the
+model and in the predictions.
 Writes ``model.pt``, ``curve.csv``, the predictions and ``trajectories.npz`` (every sequence's
 P_t, z_t and the slice each step consumed; ragged arrays concatenated with offsets).
 """
@@ -41,8 +44,8 @@ from lvdr.files import atomic_path
 from lvdr.losses import class_weights, cross_entropy, focal_loss, ordinal_loss
 from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import (EMA, Checkpoints, adamw, MixedPrecision, config_hash, model_signature, pick_device, save_torch, seed_step,
-                           write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
+                           pick_device, save_torch, seed_step, write_curve)
 
 log = logging.getLogger(__name__)
 
