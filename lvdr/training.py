@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel: one pass over every tensor instead of a Python loop of small
-    operations per tensor, which on a CPU cost 24 ms a step for the 250 tensors of the demo DiffAE (3 ms fused)."""
+    operations per tensor (the demo DiffAE's 250 tensors: 24 ms a step on a busy 2-core CPU, 3 ms fused)."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 

@@ -76,7 +76,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_kept_in_the_state():
 def test_fused_adamw_steps_as_the_per_tensor_adamw_does():
     from lvdr.training import adamw
 
-    reference, reference_opt = tiny()
+    reference, _ = tiny()
     reference_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
     fused, _ = tiny()
     fused_opt = adamw(fused.parameters(), 1e-2, 0.01)
