@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from lvdr.diffae.model import DiffAE
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.diffae.train import load_model, train
 from lvdr.files import read_json
+from lvdr.training import lr_factor
 
 
 def blobs(n=16, size=16, seed=0):
@@ -83,6 +85,8 @@ def test_ddim_encode_then_decode_returns_the_input(diffae_config):
 def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae_config, tmp_path, kill_at, caplog):
     from kill import Killed
 
+    # with a warm-up and cosine decay, which a resumed run must pick up at its step
+    diffae_config = {**diffae_config, "train": {**diffae_config["train"], "schedule": "cosine", "warmup_fraction": 0.34}}
     full = train(diffae_config, spider_prepared, tmp_path / "full", seed=1, device_name="cpu")
     kill_at(4)  # mid-way between the checkpoints at steps 3 and 6
     with pytest.raises(Killed):
@@ -93,8 +97,10 @@ def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae
     a = torch.load(full, weights_only=False)["state_dict"]
     b = torch.load(resumed, weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    curve = (tmp_path / "resumed" / "curve.csv").read_text().splitlines()
-    assert len(curve) == 1 + 6
+    curve = pd.read_csv(tmp_path / "resumed" / "curve.csv")
+    assert len(curve) == 6
+    expected = [diffae_config["train"]["lr"] * lr_factor(step, 6, 0.34, "cosine") for step in range(6)]
+    assert curve.lr.tolist() == pytest.approx(expected) and expected[0] < expected[1] > expected[-1]
     with np.load(tmp_path / "full" / "reconstructions.npz") as arrays:
         assert arrays["original"].shape == arrays["ddim"].shape == arrays["fresh_noise"].shape
         assert arrays["original"].shape[0] == 2

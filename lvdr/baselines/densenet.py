@@ -27,8 +27,8 @@ from lvdr.errors import DataError
 from lvdr.evaluate.metrics import point_metrics
 from lvdr.losses import class_weights, cross_entropy, ordinal_loss
 from lvdr.predictions import aggregate_slices, write_predictions
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
-                           pick_device, save_torch, seed_step, write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, lr_factor, model_signature,
+                           pick_device, save_torch, seed_step, set_lr, write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,6 @@ def validation_auc(model, data: Prepared, rows: np.ndarray, device) -> float:
     return float(auc) if not np.isnan(auc) else 0.5
 
 
-def lr_factor(step: int, total: int, schedule: str) -> float:
-    """MedMNIST's step schedule (x0.1 at 50 % and 75 % of the run), or constant."""
-    if schedule == "constant":
-        return 1.0
-    return 0.1 ** ((step >= 0.5 * total) + (step >= 0.75 * total))
-
-
 def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_path: str | Path, seed: int,
           device_name: str = "auto") -> Path:
     out_dir = Path(out_dir)
@@ -185,8 +178,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, predictions_
             logits = trained(x.to(device))
         with global_batch():
             loss = loss_fn(logits.float(), y)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg["lr"] * lr_factor(state["step"], cfg["max_steps"], cfg["schedule"])
+        set_lr(optimizer, cfg["lr"] * lr_factor(state["step"], cfg["max_steps"], 0.0, cfg["schedule"]))
         optimizer.zero_grad(set_to_none=True)
         precision.step(loss, optimizer, model.parameters(), cfg["grad_clip"])
         if ema is not None:

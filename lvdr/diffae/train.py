@@ -25,8 +25,8 @@ from lvdr.distributed import Parallel, batch_mean, global_batch
 from lvdr.diffae.sampling import decode, encode_noise
 from lvdr.errors import DataError
 from lvdr.files import atomic_path
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
-                           pick_device, save_torch, seed_step, write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, lr_factor, model_signature,
+                           pick_device, save_torch, seed_step, set_lr, write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     started, running = time.perf_counter(), None
     while step < tcfg["steps"]:
         seed_step(seed, step)  # the global batch's draws, the same in every process; each computes its share
+        lr = tcfg["lr"] * lr_factor(step, tcfg["steps"], tcfg["warmup_fraction"], tcfg["schedule"])
+        set_lr(optimizer, lr)
         index = np.sort(np.random.randint(0, len(images), tcfg["batch_size"]))
         x0 = to_model_range(images[index[share]]).to(device)
         noise = torch.randn((tcfg["batch_size"], *x0.shape[1:]), device=device)[share]
@@ -104,7 +106,7 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
         step += 1
         value = parallel.average({"loss": loss.item()})["loss"]
         running = value if running is None else 0.95 * running + 0.05 * value
-        curve.append({"step": step, "loss": value, "images_seen": step * tcfg["batch_size"]})
+        curve.append({"step": step, "loss": value, "lr": lr, "images_seen": step * tcfg["batch_size"]})
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         if parallel.main and (step % tcfg["checkpoint_every"] == 0 or step == tcfg["steps"]):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +43,8 @@ from lvdr.files import atomic_path
 from lvdr.losses import class_weights, cross_entropy, focal_loss, ordinal_loss
 from lvdr.predictions import apply_threshold, choose_threshold, from_sequence_probs, write_predictions
 from lvdr.prm.model import PRM
-from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, model_signature,
-                           pick_device, save_torch, seed_step, write_curve)
+from lvdr.training import (EMA, Checkpoints, MixedPrecision, adamw, config_hash, lr_factor, model_signature,
+                           pick_device, save_torch, seed_step, set_lr, write_curve)
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +198,6 @@ def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Te
     return terms
 
 
-def lr_factor(step: int, total: int, warmup_fraction: float, schedule: str) -> float:
-    """Linear warm-up over the first steps, then constant or cosine decay towards 0 at ``total``."""
-    warmup = round(warmup_fraction * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def validate(model: PRM, cfg: dict, task: str, seqs: list[Sequence], features, device) -> dict:
     """Validation MAE (graded) or AUC (binary), and the unweighted grading loss, of ``model``."""
     results = run_sequences(model, seqs, features, device, latents=False)
@@ -317,8 +306,7 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
     while state["step"] < tcfg["steps"]:
         seed_step(seed, state["step"])
         lr = tcfg["lr"] * lr_factor(state["step"], tcfg["steps"], tcfg["warmup_fraction"], tcfg["schedule"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         batch = [train_seqs[i] for i in np.random.randint(0, len(train_seqs), tcfg["batch_size"])]  # the global batch
         if tcfg["flip_depth"] > 0:
             batch = [flip_depth(s) if flip else s for s, flip in zip(batch, np.random.random(len(batch)) < tcfg["flip_depth"])]
