@@ -40,6 +40,18 @@ def test_model_shapes_and_conditioning(diffae_config):
     assert not torch.allclose(model.decoder(x, t, z), model.decoder(x, t, z + 1.0)), "z must change the output"
 
 
+def test_unit_z_init_scales_z_to_unit_spread_and_nothing_else(diffae_config):
+    model = DiffAE(1, 16, diffae_config)
+    x = blobs()
+    z0, tokens0 = model.encode(x)
+    factor = model.encoder.init_unit_z(x)
+    z1, tokens1 = model.encode(x)
+    assert factor > 1 and float(z0.std()) < 0.5  # the default init's z is small
+    assert float(z1.std()) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(z1, z0 * factor)  # the same code, in a larger unit
+    torch.testing.assert_close(tokens1, tokens0)  # the tokens come before the scaled layer
+
+
 def fit(model, images, steps, timesteps=1000, seed=0):
     from monai.networks.schedulers import DDPMScheduler
 
@@ -93,7 +105,7 @@ def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae
         train(diffae_config, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")
     caplog.set_level(logging.INFO)
     resumed = train(diffae_config, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")
-    assert "(step 3)" in caplog.text
+    assert "(step 3)" in caplog.text and "z initialised at unit scale" in caplog.text
     a = torch.load(full, weights_only=False)["state_dict"]
     b = torch.load(resumed, weights_only=False)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

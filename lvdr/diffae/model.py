@@ -88,6 +88,18 @@ class SemanticEncoder(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(_groups(channels), channels), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                  nn.Conv2d(channels, z_dim, 1), nn.Flatten())
 
+    @torch.no_grad()
+    def init_unit_z(self, x) -> float:
+        """Scale the layer that makes z so that z has unit standard deviation on ``x`` (a data-dependent
+        init, as LSUV). At the default init z is about 0.1 and barely differs between slices, so the
+        decoder's z-modulation starts near constant and the z path learns slowly. Returns the factor."""
+        z, _ = self(x)
+        factor = 1.0 / max(float(z.float().std()), 1e-8)
+        layer = self.out[3]
+        layer.weight.mul_(factor)
+        layer.bias.mul_(factor)
+        return factor
+
     def forward(self, x):
         h = self.conv_in(x)
         tokens = None

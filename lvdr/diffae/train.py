@@ -65,6 +65,10 @@ def train(cfg: dict, prepared_dir: str | Path, out_dir: str | Path, seed: int, d
     _, in_channels, size, _ = images.shape
     torch.manual_seed(seed)
     model = build(cfg, in_channels, size).to(device)
+    if cfg["unit_z_init"]:  # before the EMA copy and DDP's broadcast; every process picks the same slices
+        spread = np.linspace(0, len(images) - 1, min(64, len(images))).astype(int)
+        factor = model.encoder.init_unit_z(to_model_range(images[spread]).to(device))
+        log.info("z initialised at unit scale: the encoder's last layer scaled by %.2f", factor)
     trained = parallel.wrap(model)
     ema = EMA(model, tcfg["ema_decay"])
     optimizer = adamw(model.parameters(), tcfg["lr"], tcfg["weight_decay"])
