@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's lvdr, not whichever one the environment has installed
 
 
 def override(cfg: dict, assignment: str) -> None:

@@ -98,7 +98,9 @@ def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae
     from kill import Killed
 
     # with a warm-up and cosine decay, which a resumed run must pick up at its step
-    diffae_config = {**diffae_config, "train": {**diffae_config["train"], "schedule": "cosine", "warmup_fraction": 0.34}}
+    # and z initialised at unit scale, which must not change what a resumed run computes
+    diffae_config = {**diffae_config, "unit_z_init": True,
+                     "train": {**diffae_config["train"], "schedule": "cosine", "warmup_fraction": 0.34}}
     full = train(diffae_config, spider_prepared, tmp_path / "full", seed=1, device_name="cpu")
     kill_at(4)  # mid-way between the checkpoints at steps 3 and 6
     with pytest.raises(Killed):
