@@ -1,0 +1,120 @@
+"""Check finished demo pipeline runs against the demo's acceptance targets (issue 9), one line each.
+
+Reads a run's results/<ds>/metrics.json, results/<ds>/explain/summary.json and the job logs; prints
+every target with the measured value and 'met' or 'NOT MET', and exits non-zero when one is missed.
+Given a second run (the same config with another top-level `seed`), it also asks whether the two
+draws agree: the headline means must differ by at most twice their pooled seed sd (the issue's "within
+that spread"; a new `seed` also draws new demo patients, so the evaluator's wider interval, which holds
+test sampling too, is printed beside it).
+
+    python bench/pipeline.py --keep /tmp/runA && python bench/acceptance.py /tmp/runA
+    python bench/acceptance.py /tmp/runA /tmp/runB --goal 600      # two draws; the checking machine's goal
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from lvdr.log import job_times  # noqa: E402
+
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.M)
+HEADLINE = (("spider", "auc_bin"), ("spider", "mae_ord"), ("brats", "auc_bin"), ("brats", "f1_bin"))
+
+
+def lvdr_metric(run: Path, ds: str, key: str) -> dict:
+    """{'value': mean over seeds, 'sd': seed sd, 'seeds': [...]} of LVDR's test metric."""
+    return json.loads((run / "results" / ds / "metrics.json").read_text())["methods"]["lvdr"][key]
+
+
+def wall_seconds(run: Path) -> float | None:
+    """From the first job's first log line to the last job's last one (seconds; about a second short of
+    the true wall time, which also holds the first job's start-up)."""
+    starts, ends = [], []
+    for log in (run / "logs").rglob("*.log"):
+        stamps = STAMP.findall(log.read_text(errors="replace"))
+        if stamps:
+            starts.append(stamps[0])
+            ends.append(stamps[-1])
+    if not starts:
+        return None
+    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")  # noqa: E731
+    return (parse(max(ends)) - parse(min(starts))).total_seconds()
+
+
+def check_run(run: Path, goal: float) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for one run."""
+    rows = []
+
+    def seeds(m):
+        return ", ".join(f"{v:.3f}" for v in m["seeds"])
+
+    auc, mae = lvdr_metric(run, "spider", "auc_bin"), lvdr_metric(run, "spider", "mae_ord")
+    rows.append(("SPIDER AUC >= 0.95 (mean over seeds)", f"{auc['value']:.3f} ({seeds(auc)})", auc["value"] >= 0.95))
+    rows.append(("SPIDER AUC seed sd <= 0.03", f"{auc['sd']:.3f}", auc["sd"] <= 0.03))
+    rows.append(("SPIDER MAE <= 0.35", f"{mae['value']:.3f} ({seeds(mae)})", mae["value"] <= 0.35))
+    auc, f1 = lvdr_metric(run, "brats", "auc_bin"), lvdr_metric(run, "brats", "f1_bin")
+    rows.append(("BraTS AUC >= 0.95", f"{auc['value']:.3f} ({seeds(auc)})", auc["value"] >= 0.95))
+    rows.append(("BraTS F1 >= 0.8", f"{f1['value']:.3f} ({seeds(f1)})", f1["value"] >= 0.8))
+    for ds in ("spider", "brats"):
+        summary = json.loads((run / "results" / ds / "explain" / "summary.json").read_text())
+        runs = summary["runs"]
+        rho = [(r["correlation"]["rho"], r["correlation"]["p"]) for r in runs]
+        rows.append((f"{ds}: step size / evidence rho > 0 at p < 0.01, every seed",
+                     ", ".join("n/a" if r is None else f"{r:.2f} (p {p:.1g})" for r, p in rho),
+                     all(r is not None and r > 0 and p < 0.01 for r, p in rho)))
+        drops = [((r["deletion"] or {}).get("drop_top"), (r["deletion"] or {}).get("drop_random")) for r in runs]
+        rows.append((f"{ds}: deletion mean favours the largest steps, every seed",
+                     ", ".join("n/a" if t is None else f"{t:.3f} vs {r:.3f}" for t, r in drops),
+                     all(t is not None and t > r for t, r in drops)))
+        word, sentence = summary["across_seeds"]["norm"]
+        rows.append((f"{ds}: ||P_t|| separates the grades beyond the seed spread", sentence, word == "supports"))
+    wall = wall_seconds(run)
+    work = sum(seconds for _, seconds in job_times(run / "logs"))
+    rows.append((f"pipeline <= {goal:.0f} s", f"{wall:.0f} s wall from the logs ({work:.0f} s of job time)"
+                 if wall is not None else "no logs", wall is not None and wall <= goal))
+    return rows
+
+
+def check_agreement(a: Path, b: Path) -> list[tuple[str, str, bool]]:
+    """Do two draws give the same headline numbers, within their seed spread?"""
+    rows = []
+    for ds, key in HEADLINE:
+        x, y = lvdr_metric(a, ds, key), lvdr_metric(b, ds, key)
+        band = 2 * math.sqrt((x["sd"] ** 2 + y["sd"] ** 2) / 2)
+        diff = abs(x["value"] - y["value"])
+        inside = x["ci_low"] <= y["value"] <= x["ci_high"] and y["ci_low"] <= x["value"] <= y["ci_high"]
+        rows.append((f"two draws agree: {ds} {key}", f"{x['value']:.3f} ± {x['sd']:.3f} and {y['value']:.3f} ± "
+                     f"{y['sd']:.3f}: differ by {diff:.3f}, allowed {band:.3f}; each inside the "
+                     f"other's 95% interval for test sampling and seeds: {'yes' if inside else 'no'}", diff <= band))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="finished pipeline folders (bench/pipeline.py --keep)")
+    parser.add_argument("--goal", type=float, default=400.0,
+                        help="pipeline seconds (default 400: this 2-core machine; the checking machine's is 600)")
+    args = parser.parse_args()
+    missed = 0
+    sections = [(str(run), check_run(run, args.goal)) for run in args.runs]
+    if len(args.runs) == 2:
+        sections.append(("both draws", check_agreement(*args.runs)))
+    for title, rows in sections:
+        print(title)
+        for target, measured, met in rows:
+            missed += not met
+            print(f"  {'met    ' if met else 'NOT MET'}  {target}: {measured}")
+    print(f"{missed} target(s) not met" if missed else "every target met")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
