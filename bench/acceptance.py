@@ -70,10 +70,13 @@ def check_run(run: Path, goal: float) -> list[tuple[str, str, bool]]:
         rows.append((f"{ds}: step size / evidence rho > 0 at p < 0.01, every seed",
                      ", ".join("n/a" if r is None else f"{r:.2f} (p {p:.1g})" for r, p in rho),
                      all(r is not None and r > 0 and p < 0.01 for r, p in rho)))
-        drops = [((r["deletion"] or {}).get("drop_top"), (r["deletion"] or {}).get("drop_random")) for r in runs]
+        dels = [r["deletion"] or {} for r in runs]
         rows.append((f"{ds}: deletion mean favours the largest steps, every seed",
-                     ", ".join("n/a" if t is None else f"{t:.3f} vs {r:.3f}" for t, r in drops),
-                     all(t is not None and t > r for t, r in drops)))
+                     "prediction change " + ", ".join(
+                         "n/a" if d.get("shift_top") is None else f"{d['shift_top']:.3f} vs {d['shift_random']:.3f}" for d in dels)
+                     + "; signed drop in P(predicted) " + ", ".join(
+                         "n/a" if d.get("drop_top") is None else f"{d['drop_top']:.3f} vs {d['drop_random']:.3f}" for d in dels),
+                     all(d.get("shift_top") is not None and d["shift_top"] > d["shift_random"] for d in dels)))
         word, sentence = summary["across_seeds"]["norm"]
         rows.append((f"{ds}: ||P_t|| separates the grades beyond the seed spread", sentence, word == "supports"))
     wall = wall_seconds(run)

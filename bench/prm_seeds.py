@@ -1,7 +1,9 @@
 """The PRM's spread over seeds: train LVDR once per seed on the existing stage-1 caches, then print
 each seed's test metrics, the step its checkpoint came from, and the explanation checks (step size
-against evidence, raw and relative to the typical step at each index; the deletion test; how far
-apart the grades' ||P_t|| profiles are).
+against evidence, raw and relative to the typical step at each index; the deletion test: how much
+deleting the largest steps changes the prediction (del: total variation) against random slices and
+the usual positions, and the signed drop in the predicted class's probability (drop); how far apart
+the grades' ||P_t|| profiles are).
 
 Needs `data/prepared/<ds>` and `results/<ds>/latents` (for example from
 `snakemake --cores 2 results/spider/latents/tokens.npy`). Runs go to a scratch folder, so
@@ -25,6 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's lvdr, not whichever one the environment has installed
+DELETION = ("shift_top", "shift_random", "p_shift", "shift_usual", "p_shift_usual", "drop_top", "drop_random")
 
 
 def override(cfg: dict, assignment: str) -> None:
@@ -78,8 +81,8 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed, profile=profile)
     return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
             "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],
-            "rho": corr["rho"], "rho_p": corr["p"], "rho_pos": profiled["rho"], "rho_pos_p": profiled["p"], "del_top": deletion["drop_top"], "del_random": deletion["drop_random"],
-            "del_p": deletion["p"], "del_usual": deletion.get("drop_usual"), "del_usual_p": deletion.get("p_usual"), "norm": norm_separation(trajs)}
+            "rho": corr["rho"], "rho_p": corr["p"], "rho_pos": profiled["rho"], "rho_pos_p": profiled["p"],
+            **{f"del_{k}": deletion.get(k) for k in DELETION}, "norm": norm_separation(trajs)}
 
 
 def main() -> int:
@@ -99,12 +102,15 @@ def main() -> int:
         futures = [pool.submit(run_one, ds, seed, configs, args.set, scratch) for ds in args.datasets for seed in args.seeds]
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
-          f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'norm rng':>8} {'n rho':>6}")
+          f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'drop top':>8} "
+          f"{'drop rnd':>8} {'norm rng':>8} {'n rho':>6}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         print(f"{r['dataset']:8} {r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} {fmt(r['auc'], '6.3f')} "
               f"{fmt(r['f1'], '6.3f')} {fmt(r['mae'], '6.3f')} {fmt(r['rho'], '7.3f')} {fmt(r['rho_p'], '8.1e')} "
-              f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_top'], '8.3f')} {fmt(r['del_random'], '8.3f')} {fmt(r['del_p'], '7.3f')} {fmt(r['del_usual'], '9.3f')} {fmt(r['del_usual_p'], '7.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
+              f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_shift_top'], '8.3f')} {fmt(r['del_shift_random'], '8.3f')} {fmt(r['del_p_shift'], '7.3f')} "
+              f"{fmt(r['del_shift_usual'], '9.3f')} {fmt(r['del_p_shift_usual'], '7.3f')} {fmt(r['del_drop_top'], '8.3f')} "
+              f"{fmt(r['del_drop_random'], '8.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
     for ds in args.datasets:
         mine = [r for r in rows if r["dataset"] == ds]
         for key in ("auc", "f1", "mae"):

@@ -6,13 +6,14 @@ from lvdr.explain.trajectories import evidence_correlation, step_profile
 from lvdr.explain.verdicts import norm_across_seeds, verdicts
 
 
-def checks(rho=0.3, p=1e-4, drop_top=0.2, drop_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
-           pos_rho=0.2, pos_p=1e-3, drop_usual=0.1, p_usual=0.01):
+def checks(rho=0.3, p=1e-4, shift_top=0.2, shift_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
+           pos_rho=0.2, pos_p=1e-3, shift_usual=0.1, p_usual=0.01, drop_top=-0.1, drop_random=0.02):
     return {"correlation": {"rho": rho, "p": p, "n_steps": 120},
             "correlation_position": {"rho": pos_rho, "p": pos_p, "n_steps": 120},
             "norm": {"rho": norm_rho, "p": norm_p, "range": 0.3, "grade_means": {0: 1.0, 1: 1.3}},
-            "deletion": {"n_sequences": 20, "drop_top": drop_top, "drop_random": drop_random, "p": del_p,
-                         "drop_usual": drop_usual, "p_usual": p_usual,
+            "deletion": {"n_sequences": 20, "shift_top": shift_top, "shift_random": shift_random, "p_shift": del_p,
+                         "shift_usual": shift_usual, "p_shift_usual": p_usual,
+                         "drop_top": drop_top, "drop_random": drop_random, "p_drop": 0.9,
                          "predicted_classes": list(classes)}}
 
 
@@ -23,15 +24,24 @@ def test_a_model_that_learned_gets_supporting_verdicts():
 
 
 def test_each_failed_check_says_so():
-    v = verdicts(checks(rho=-0.21, p=2.8e-6, drop_top=0.01, drop_random=0.02, norm_p=0.4, pos_rho=-0.1, drop_usual=0.05))
+    v = verdicts(checks(rho=-0.21, p=2.8e-6, shift_top=0.01, shift_random=0.02, norm_p=0.4, pos_rho=-0.1, shift_usual=0.05))
     assert [v[k][0] for k in ("evidence", "position", "deletion", "deletion_position", "norm")] == ["does not support"] * 5
     assert "ρ = -0.21" in v["evidence"][1]
     assert verdicts(checks(del_p=0.3))["deletion"][0] == "inconclusive"
     assert verdicts(checks(p_usual=0.3))["deletion_position"][0] == "inconclusive"
     # no stronger than the deletion test it refines
-    assert verdicts(checks(drop_top=-0.004, drop_random=0.003, drop_usual=-0.009))["deletion_position"][0] == "does not support"
+    assert verdicts(checks(shift_top=0.004, shift_random=0.005, shift_usual=0.001))["deletion_position"][0] == "does not support"
     assert verdicts(checks(del_p=0.3))["deletion_position"][0] == "inconclusive"
-    assert verdicts({**checks(), "deletion": {**checks()["deletion"], "drop_usual": None}})["deletion_position"][0] == "not applicable"
+    assert verdicts({**checks(), "deletion": {**checks()["deletion"], "shift_usual": None}})["deletion_position"][0] == "not applicable"
+
+
+def test_the_deletion_verdict_reads_how_much_the_prediction_changes_and_reports_the_signed_drop():
+    # a step size has no sign: largest steps on conflicting evidence raise P(predicted) when deleted (a negative
+    # drop), yet change the prediction more than random slices do; the verdict says both
+    v = verdicts(checks(drop_top=-0.1, drop_random=0.02))
+    assert v["deletion"][0] == "supports"
+    assert "changes the prediction by 0.2" in v["deletion"][1] and "drops by -0.1 against 0.02" in v["deletion"][1]
+    assert verdicts(checks(shift_top=0.05, shift_random=0.2, drop_top=0.3))["deletion"][0] == "does not support"
 
 
 def test_a_collapsed_model_has_nothing_to_explain():
@@ -41,7 +51,7 @@ def test_a_collapsed_model_has_nothing_to_explain():
 
 
 def test_tiny_effects_print_without_negative_zero():
-    v = verdicts(checks(drop_top=-0.0, drop_random=0.0))
+    v = verdicts(checks(shift_top=0.0, shift_random=0.0, drop_top=-0.0, drop_random=0.0))
     assert "-0" not in v["deletion"][1]
 
 

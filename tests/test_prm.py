@@ -306,16 +306,20 @@ def test_deletion_test_compares_largest_steps_with_random_slices(tmp_path, monke
     top = next(s for s in read[1::5] if s.seq_id == "s3")  # per sequence: all slices, largest steps, 3 random
     assert set(full["s3"]["row"]) - set(top.rows) == set(full["s3"]["row"][np.argsort(-sizes)[:2] + 1])
     again = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0)
-    assert again["drop_top"] == result["drop_top"] and again["drop_random"] == result["drop_random"]  # seeded
+    assert again["shift_top"] == result["shift_top"] and again["shift_random"] == result["shift_random"]  # seeded
+    assert again["drop_random"] == result["drop_random"]
+    # the change is a total variation distance: at least the change in any one class's probability, whatever its sign
+    per = result["per_sequence"]
+    assert all(0 <= abs(drop) <= shift + 1e-6 <= 1 for drop, shift in zip(per["drop_top"], per["shift_top"]))
     # against the usual positions: one more run per sequence, deleting where the profile is largest
     read.clear()
     profile = np.array([0.1, 0.9, 0.2, 0.8, 0.3])  # typical step at indices 0..4: largest at 1, then 3
     usual = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=0.25, repeats=3, seed=0,
                           profile=profile)
-    assert len(read) == 3 * (3 + 3) and usual["drop_top"] == result["drop_top"] and "p_usual" in usual
+    assert len(read) == 3 * (3 + 3) and usual["shift_top"] == result["shift_top"] and "p_shift_usual" in usual
     at_usual = next(s for s in read[2::6] if s.seq_id == "s3")  # 9 slices, 8 steps: k = 2, indices 1 and 3 (+ 1)
     assert set(full["s3"]["row"]) - set(at_usual.rows) == set(full["s3"]["row"][[2, 4]])
-    assert len(usual["per_sequence"]["drop_usual"]) == 3
+    assert len(usual["per_sequence"]["shift_usual"]) == 3 == len(usual["per_sequence"]["drop_usual"])
 
 
 def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
@@ -323,8 +327,9 @@ def test_deleting_every_step_is_the_same_for_largest_and_random(tmp_path):
 
     trajs = _saved_prm_and_cache(tmp_path, [4, 7, 3])
     result = deletion_test(trajs, tmp_path / "model.pt", tmp_path / "latents", fraction=1.0, repeats=2, seed=0)
+    assert result["per_sequence"]["shift_top"] == result["per_sequence"]["shift_random"]
     assert result["per_sequence"]["drop_top"] == result["per_sequence"]["drop_random"]
-    assert result["top_beats_random"] == 0.0 and result["p"] is None
+    assert result["top_beats_random"] == 0.0 and result["p_shift"] is None and result["p_drop"] is None
 
 
 def test_inputs_are_standardised_with_the_training_statistics():

@@ -57,7 +57,8 @@ def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, delet
              for t in test for i, size in enumerate(step_sizes(t["P"]))]
     write_csv(out_dir / "steps.csv", pd.DataFrame(steps, columns=["seq_id", "grade", "t", "step_size", "evidence"]))
     per = (deletion or {}).get("per_sequence", {})
-    write_csv(out_dir / "deletion.csv", pd.DataFrame({k: per.get(k, []) for k in ("grade", "drop_random", "drop_top")}))
+    write_csv(out_dir / "deletion.csv", pd.DataFrame({k: per.get(k, []) for k in ("grade", "shift_random", "shift_top",
+                                                                                 "drop_random", "drop_top")}))
 
 
 def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
@@ -98,15 +99,16 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                  "n/a" if a["rho"] is None else f"{a['rho']:.3f} (p = {a['p']:.2g})",
                  "n/a" if n["range"] is None else f"{n['range']:.3f}", "n/a" if n["rho"] is None else f"{n['rho']:.2f}",
                  "" if not d or not d["n_sequences"] else
-                 f"; deleting the largest steps lowers P(predicted class) by {d['drop_top']:.3f}, random slices by "
-                 f"{d['drop_random']:.3f} (Wilcoxon p = {'n/a' if d['p'] is None else format(d['p'], '.2g')})")
+                 f"; deleting the largest steps changes the prediction by {d['shift_top']:.3f}, random slices by "
+                 f"{d['shift_random']:.3f} (Wilcoxon p = {'n/a' if d['p_shift'] is None else format(d['p_shift'], '.2g')}; "
+                 f"P(predicted class) drops by {d['drop_top']:.3f} against {d['drop_random']:.3f})")
         if i == 0:
             write_plot_data(out_dir, run_test, evidence, d)
             summary.update(correlation=c, norm=n)
             if d and d["n_sequences"]:
                 summary["deletion"] = d
                 deletion_figure(d, out_dir / "deletion.png",
-                                f"{name}: deleting {deletion['fraction']:.0%} of the slices\n(probability of the predicted class)")
+                                f"{name}: deleting {deletion['fraction']:.0%} of the slices\n(total variation of the class probabilities)")
                 summary["figures"].append("deletion.png")
         if d:
             d = {k: v for k, v in d.items() if k != "per_sequence"}

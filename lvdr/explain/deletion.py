@@ -15,13 +15,17 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
                   profile: np.ndarray | None = None) -> dict:
     """Faithfulness of the step sizes: delete the largest-step slices, or as many random ones, and re-run the PRM.
 
-    The effect on a sequence is the drop in the probability of the class it predicts from all of
-    its slices. The first slice has no step and is never deleted. If the trajectory marks what the
-    model used, deleting its largest steps costs more than deleting random slices; a one-sided
-    Wilcoxon signed-rank test over sequences says how sure that is. With ``profile``
-    (``step_profile`` of the training trajectories) the same is asked against deleting the slices
-    at the indices where the model usually moves most: do this scan's own largest steps matter
-    more than the places where any scan's do?
+    The effect on a sequence is how much its prediction changes: the total variation distance between
+    its class probabilities from all of its slices and from those left (``shift_*``). A step size has no
+    sign: the paper reads a large step as a slice with strong *or conflicting* evidence, and deleting a
+    conflicting slice raises the predicted class's probability. So the test asks whether the largest
+    steps mark the slices the decision depends on, either way, more than random slices do; a one-sided
+    Wilcoxon signed-rank test over sequences says how sure that is. The signed reading, the drop in the
+    predicted class's probability (``drop_*``: do the largest steps mostly support the decision?), is
+    reported beside it. The first slice has no step and is never deleted. With ``profile``
+    (``step_profile`` of the training trajectories) the same is asked against deleting the slices at
+    the indices where the model usually moves most: do this scan's own largest steps matter more than
+    the places where any scan's do?
     """
     from lvdr.data import load_latents
     from lvdr.prm.train import load_prm, run_sequences
@@ -50,17 +54,20 @@ def deletion_test(trajs: list[dict], model_path, latents_dir, fraction: float, r
     probs = probs.reshape(len(trajs), 2 + usual + repeats, -1)
     predicted = probs[:, 0].argmax(1)
     kept = probs[np.arange(len(trajs)), :, predicted]  # (sequences, runs per sequence): P(predicted class)
-    drop_top, drop_random = kept[:, 0] - kept[:, 1], (kept[:, :1] - kept[:, 2 + usual:]).mean(1)
+    drop = kept[:, :1] - kept  # the signed drop in P(predicted class), per run
+    shift = 0.5 * np.abs(probs[:, :1] - probs).sum(-1)  # total variation from the full sequence's prediction
     out = {"n_sequences": len(trajs), "fraction": fraction, "repeats": repeats, "mean_k": float(np.mean(counts)),
            "predicted_classes": sorted(int(c) for c in np.unique(predicted)),
-           "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
-           "top_beats_random": float(np.mean(drop_top > drop_random)), "p": _greater(drop_top - drop_random),
-           "per_sequence": {"grade": [tr["grade"] for tr in trajs], "drop_top": drop_top.round(5).tolist(),
-                            "drop_random": drop_random.round(5).tolist()}}
-    if usual:
-        drop_usual = kept[:, 0] - kept[:, 2]
-        out.update(drop_usual=float(drop_usual.mean()), p_usual=_greater(drop_top - drop_usual))
-        out["per_sequence"]["drop_usual"] = drop_usual.round(5).tolist()
+           "per_sequence": {"grade": [tr["grade"] for tr in trajs]}}
+    for name, effect in (("shift", shift), ("drop", drop)):
+        top, random = effect[:, 1], effect[:, 2 + usual:].mean(1)
+        out.update({f"{name}_top": float(top.mean()), f"{name}_random": float(random.mean()),
+                    f"p_{name}": _greater(top - random)})
+        out["per_sequence"].update({f"{name}_top": top.round(5).tolist(), f"{name}_random": random.round(5).tolist()})
+        if usual:
+            out.update({f"{name}_usual": float(effect[:, 2].mean()), f"p_{name}_usual": _greater(top - effect[:, 2])})
+            out["per_sequence"][f"{name}_usual"] = effect[:, 2].round(5).tolist()
+    out["top_beats_random"] = float(np.mean(shift[:, 1] > shift[:, 2 + usual:].mean(1)))
     return out
 
 
@@ -74,15 +81,12 @@ def deletion_figure(result: dict, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     grades = np.asarray(per["grade"])
     for grade in np.unique(grades):  # one colour and legend entry per grade: grades are discrete
-        ax.scatter(np.asarray(per["drop_random"])[grades == grade], np.asarray(per["drop_top"])[grades == grade],
+        ax.scatter(np.asarray(per["shift_random"])[grades == grade], np.asarray(per["shift_top"])[grades == grade],
                    color=GRADE_COLOURS[int(grade) % len(GRADE_COLOURS)], s=22, edgecolors="k", lw=0.3, label=f"grade {grade}")
-    low = min(0.0, *per["drop_random"], *per["drop_top"])
-    high = max(*per["drop_random"], *per["drop_top"], 1e-3)
-    ax.plot([low, high], [low, high], color="0.5", ls="--", lw=1, label="no better than random")
-    ax.set_xlabel("drop after deleting random slices (mean)")
-    ax.set_ylabel("drop after deleting the largest steps")
+    high = max(*per["shift_random"], *per["shift_top"], 1e-3)
+    ax.plot([0, high], [0, high], color="0.5", ls="--", lw=1, label="no better than random")
+    ax.set_xlabel("change after deleting random slices (mean)")
+    ax.set_ylabel("change after deleting the largest steps")
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     save_figure(fig, path)
-
-

@@ -50,32 +50,26 @@ def verdicts(checks: dict) -> dict:
     if not d.get("n_sequences"):
         out["deletion"] = ("not applicable", "no test sequence has three or more slices, or the test was not run")
     else:
-        effect = (f"deleting the largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, as many "
-                  f"random slices by {_g(d['drop_random'])} (Wilcoxon p = {'n/a' if d['p'] is None else _g(d['p'])}, "
-                  f"{d['n_sequences']} sequences)")
-        if d["drop_top"] > d["drop_random"] and d["p"] is not None and d["p"] < DELETION_P:
-            out["deletion"] = ("supports", effect)
-        elif d["drop_top"] > d["drop_random"]:
-            out["deletion"] = ("inconclusive", effect + f": the mean favours the largest steps, but not at p < {DELETION_P}")
-        else:
-            out["deletion"] = ("does not support", effect + ": the largest steps matter no more than random slices")
-    if d.get("drop_usual") is None:
+        effect = (f"deleting the largest steps changes the prediction by {_g(d['shift_top'])} (total variation of the class "
+                  f"probabilities), as many random slices by {_g(d['shift_random'])} (Wilcoxon p = {_p(d['p_shift'])}, "
+                  f"{d['n_sequences']} sequences); signed, the predicted class's probability drops by {_g(d['drop_top'])} "
+                  f"against {_g(d['drop_random'])} (p = {_p(d['p_drop'])})")
+        out["deletion"] = _deletion_verdict(d["shift_top"], d["shift_random"], d["p_shift"], effect,
+                                            "the largest steps matter no more than random slices")
+    if d.get("shift_usual") is None:
         out["deletion_position"] = ("not applicable", "the deletion test was not run against the usual positions")
     else:
-        effect = (f"deleting this scan's largest steps lowers the predicted class's probability by {_g(d['drop_top'])}, "
-                  f"deleting the slices where the model usually moves most by {_g(d['drop_usual'])} "
-                  f"(Wilcoxon p = {'n/a' if d['p_usual'] is None else _g(d['p_usual'])})")
+        effect = (f"deleting this scan's largest steps changes the prediction by {_g(d['shift_top'])}, deleting the slices "
+                  f"where the model usually moves most by {_g(d['shift_usual'])} (Wilcoxon p = {_p(d['p_shift_usual'])})")
         if out["deletion"][0] == "does not support":  # a refinement of the deletion test cannot outdo it
             out["deletion_position"] = ("does not support", effect + "; the largest steps matter no more than "
                                                                       "random slices to begin with")
-        elif d["drop_top"] > d["drop_usual"] and d["p_usual"] is not None and d["p_usual"] < DELETION_P:
-            out["deletion_position"] = (("supports", effect) if out["deletion"][0] == "supports" else
-                                        ("inconclusive", effect + ", but the deletion test itself is inconclusive"))
-        elif d["drop_top"] > d["drop_usual"]:
-            out["deletion_position"] = ("inconclusive", effect + f": the mean favours the scan's own steps, but not at p < {DELETION_P}")
         else:
-            out["deletion_position"] = ("does not support", effect + ": where the steps are large matters no more than "
-                                                                      "where they usually are")
+            word, sentence = _deletion_verdict(d["shift_top"], d["shift_usual"], d["p_shift_usual"], effect,
+                                               "where the steps are large matters no more than where they usually are")
+            if word == "supports" and out["deletion"][0] != "supports":
+                word, sentence = "inconclusive", effect + ", but the deletion test itself is inconclusive"
+            out["deletion_position"] = (word, sentence)
     out["referral"] = _referral_verdict(checks.get("referral"))
     if n["rho"] is None:
         out["norm"] = ("not applicable", "the test sequences hold one grade only")
@@ -85,6 +79,20 @@ def verdicts(checks: dict) -> dict:
         out["norm"] = ("does not support", f"the mean ||P_t|| does not follow the grade (ρ = {_g(n['rho'])}, "
                                            f"p = {_g(n['p'])}; needs p < {EVIDENCE_P})")
     return out
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else _g(p)
+
+
+def _deletion_verdict(top: float, other: float, p: float | None, effect: str, otherwise: str) -> tuple[str, str]:
+    """Deleting the largest steps against another choice of slices: supports when it changes the prediction
+    more at p < DELETION_P, inconclusive when only the mean says so."""
+    if top > other and p is not None and p < DELETION_P:
+        return ("supports", effect)
+    if top > other:
+        return ("inconclusive", effect + f": the mean favours the largest steps, but not at p < {DELETION_P}")
+    return ("does not support", effect + ": " + otherwise)
 
 
 def norm_across_seeds(norms: list[dict]) -> tuple[str, str]:
