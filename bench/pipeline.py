@@ -11,6 +11,7 @@ met the goal: the demo config is sized to finish within 10 minutes on a 2-core l
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,10 @@ def main() -> int:
            "--cores", str(args.cores), "results/report.html"]
     print("running:", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # the jobs' `python -m lvdr` must import this checkout, not whichever one the environment has installed
+    # (an editable install of another clone would otherwise time that clone's code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         print(done.stderr[-4000:], file=sys.stderr)
