@@ -95,7 +95,7 @@ class SemanticEncoder(nn.Module):
         decoder's z-modulation starts near constant and the z path learns slowly. Returns the factor."""
         z, _ = self(x)
         factor = 1.0 / max(float(z.float().std()), 1e-8)
-        layer = self.out[3]
+        layer = [m for m in self.out if isinstance(m, nn.Conv2d)][-1]  # the 1 x 1 convolution that makes z
         layer.weight.mul_(factor)
         layer.bias.mul_(factor)
         return factor
