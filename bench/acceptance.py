@@ -16,37 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from lvdr.log import job_times  # noqa: E402
+from lvdr.explain.verdicts import EVIDENCE_P  # noqa: E402
+from lvdr.log import job_times, wall_seconds  # noqa: E402
 
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.M)
 HEADLINE = (("spider", "auc_bin"), ("spider", "mae_ord"), ("brats", "auc_bin"), ("brats", "f1_bin"))
 
 
 def lvdr_metric(run: Path, ds: str, key: str) -> dict:
     """{'value': mean over seeds, 'sd': seed sd, 'seeds': [...]} of LVDR's test metric."""
     return json.loads((run / "results" / ds / "metrics.json").read_text())["methods"]["lvdr"][key]
-
-
-def wall_seconds(run: Path) -> float | None:
-    """From the first job's first log line to the last job's last one (seconds; about a second short of
-    the true wall time, which also holds the first job's start-up)."""
-    starts, ends = [], []
-    for log in (run / "logs").rglob("*.log"):
-        stamps = STAMP.findall(log.read_text(errors="replace"))
-        if stamps:
-            starts.append(stamps[0])
-            ends.append(stamps[-1])
-    if not starts:
-        return None
-    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")  # noqa: E731
-    return (parse(max(ends)) - parse(min(starts))).total_seconds()
 
 
 def check_run(run: Path, goal: float) -> list[tuple[str, str, bool]]:
@@ -67,9 +50,9 @@ def check_run(run: Path, goal: float) -> list[tuple[str, str, bool]]:
         summary = json.loads((run / "results" / ds / "explain" / "summary.json").read_text())
         runs = summary["runs"]
         rho = [(r["correlation"]["rho"], r["correlation"]["p"]) for r in runs]
-        rows.append((f"{ds}: step size / evidence rho > 0 at p < 0.01, every seed",
+        rows.append((f"{ds}: step size / evidence rho > 0 at p < {EVIDENCE_P}, every seed",
                      ", ".join("n/a" if r is None else f"{r:.2f} (p {p:.1g})" for r, p in rho),
-                     all(r is not None and r > 0 and p < 0.01 for r, p in rho)))
+                     all(r["verdicts"]["evidence"][0] == "supports" for r in runs)))  # the explain verdict
         dels = [r["deletion"] or {} for r in runs]
         rows.append((f"{ds}: deletion mean favours the largest steps, every seed",
                      "prediction change " + ", ".join(
@@ -79,7 +62,7 @@ def check_run(run: Path, goal: float) -> list[tuple[str, str, bool]]:
                      all(d.get("shift_top") is not None and d["shift_top"] > d["shift_random"] for d in dels)))
         word, sentence = summary["across_seeds"]["norm"]
         rows.append((f"{ds}: ||P_t|| separates the grades beyond the seed spread", sentence, word == "supports"))
-    wall = wall_seconds(run)
+    wall = wall_seconds(run / "logs")
     work = sum(seconds for _, seconds in job_times(run / "logs"))
     rows.append((f"pipeline <= {goal:.0f} s", f"{wall:.0f} s wall from the logs ({work:.0f} s of job time)"
                  if wall is not None else "no logs", wall is not None and wall <= goal))

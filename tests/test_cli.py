@@ -75,3 +75,13 @@ def test_job_times_read_wall_and_cpu_seconds_from_the_logs(tmp_path):
     (tmp_path / "failed.log").write_text("12:00:00 ERROR   lvdr: no such file\n")
     assert job_times(tmp_path, cpu=True) == [("fetch/x", 2.0, 3.5), ("old", 1.5, None)]
     assert job_times(tmp_path) == [("fetch/x", 2.0), ("old", 1.5)]
+
+
+def test_wall_seconds_span_the_first_and_last_dated_log_lines(tmp_path):
+    from lvdr.log import wall_seconds
+
+    assert wall_seconds(tmp_path) is None
+    (tmp_path / "a.log").write_text("2026-12-02 23:59:50 INFO    lvdr: start\n2026-12-03 00:00:05 INFO    lvdr: done\n")
+    (tmp_path / "b.log").write_text("2026-12-03 00:00:01 INFO    lvdr: start\n2026-12-03 00:01:10 INFO    lvdr: done\n"
+                                    "a traceback line without a date\n")
+    assert wall_seconds(tmp_path) == 80.0
