@@ -2,7 +2,8 @@
 
 Once a command has finished, its outputs renamed into place and its log flushed, the process leaves
 with ``os._exit``: the interpreter's usual shutdown, with torch and MONAI loaded, took 1.8 s here,
-longer than some stages' own work, for each of the demo's 37 jobs.
+longer than some stages' own work, for each of the demo's 37 jobs. For the same reason the process
+skips the packages MONAI would import for nothing (lvdr.cli.skip_unused_imports).
 """
 
 import logging
@@ -11,7 +12,7 @@ import sys
 
 from lvdr.cli import main
 
-code = main()
+code = main(own_process=True)
 logging.shutdown()
 sys.stdout.flush()
 sys.stderr.flush()

@@ -429,8 +429,29 @@ def run(args) -> None:
         report.write(cfg, Path(args.prepared), Path(args.results), Path(args.out), args.config_files, Path(args.logs))
 
 
-def main(argv: list[str] | None = None) -> int:
+# Packages that MONAI imports when it is first imported (monai/__init__ loads every submodule, and each
+# optional dependency it finds), for parts of MONAI no stage here uses. torchvision brings torch._dynamo
+# with it: about 2 s of each of the demo's 25 jobs that load MONAI (bench/pipeline.py), more with the vlm
+# extra's transformers. The stages that do use one keep it: fetch (medmnist downloads RetinaMNIST with
+# torchvision's helper) and qwen.
+MONAI_EXTRAS = {"torchvision": {"fetch", "qwen"}, "transformers": {"qwen"}}
+
+
+def skip_unused_imports(command: str) -> None:
+    """Mark the MONAI extras this command does not use as missing (None in sys.modules: importing one raises
+    ImportError, which MONAI's optional imports expect). For a process that runs one command and exits
+    (``python -m lvdr``), never for a caller's own process."""
+    for name, users in MONAI_EXTRAS.items():
+        if command not in users and name not in sys.modules:
+            sys.modules[name] = None
+
+
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """Run one subcommand; ``own_process``: the process exists for it alone (``python -m lvdr``), so it may skip
+    the imports the command does not need."""
     args = build_parser().parse_args(argv)
+    if own_process:
+        skip_unused_imports(args.command)
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone logs; the others say only what goes wrong
         logs.setup(None, False, logging.WARNING)
     else:

@@ -46,6 +46,20 @@ def test_config_typo_fails_with_the_key(tmp_path, capsys):
     assert "unknown config key 'spider.sorce'; did you mean 'source'?" in capsys.readouterr().err
 
 
+def test_a_stage_process_loads_monai_without_the_extras_it_does_not_use():
+    """MONAI imports torchvision (and with it torch._dynamo) for parts no stage uses: a stage's process skips it,
+    MONAI's networks and transforms still load, and the commands that use torchvision keep it."""
+    probe = ("import sys; from lvdr.cli import skip_unused_imports; skip_unused_imports(sys.argv[1]); "
+             "from monai.networks.nets import DenseNet121; from monai.transforms import Spacing; "
+             "from monai.networks.schedulers import DDIMScheduler; "
+             "print('torchvision' in sys.modules and sys.modules['torchvision'] is not None, 'torch._dynamo' in sys.modules)")
+    stage = subprocess.run([sys.executable, "-c", probe, "train-prm"], capture_output=True, text=True, check=True)
+    assert stage.stdout.split() == ["False", "False"]
+    fetch = subprocess.run([sys.executable, "-c", probe + "; import torchvision", "fetch"], capture_output=True, text=True,
+                           check=True)
+    assert fetch.stdout.split()[0] == "True"
+
+
 def test_python_dash_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lvdr", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("lvdr ")
