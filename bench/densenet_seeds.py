@@ -9,17 +9,14 @@ results/ is left alone; --jobs trains that many seeds side by side on one thread
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prm_seeds import REPO, override  # noqa: E402
+from prm_seeds import REPO, configured, print_seed_table, seed_parser  # noqa: E402
 
 KEYS = ("auc_bin", "f1_bin", "mae_ord", "acc", "auc_ovr")
 
@@ -28,16 +25,12 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     import torch
 
     torch.set_num_threads(1)
-    from lvdr import config as configs
     from lvdr.baselines.densenet import train
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.predictions import read_predictions
 
-    cfg = configs.load(config_files)
-    for assignment in sets:
-        override(cfg, assignment)
-    cfg = configs.validate(cfg)
+    cfg = configured(config_files, sets)
     out = Path(scratch) / dataset / f"seed{seed}"
     prepared = REPO / "data" / "prepared" / dataset
     start = time.perf_counter()
@@ -51,26 +44,15 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = seed_parser(__doc__)
     parser.add_argument("--dataset", default="retinamnist")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--config", action="append", default=None, help="config file(s) (default config/config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side (one thread each)")
     args = parser.parse_args()
     configs = args.config or [str(REPO / "config" / "config.yaml")]
     scratch = tempfile.mkdtemp(prefix="densenet_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_one, *zip(*[(args.dataset, s, configs, args.set, scratch) for s in args.seeds])))
-    fmt = lambda v: "     -" if v is None else f"{v:6.3f}"  # noqa: E731
-    print(f"{'seed':>4} {'s':>5} {'best':>5} " + " ".join(f"{k:>7}" for k in KEYS))
-    for r in rows:
-        print(f"{r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} " + " ".join(f"{fmt(r[k]):>7}" for k in KEYS))
-    for key in KEYS:
-        values = [r[key] for r in rows if r[key] is not None]
-        if values:
-            print(f"{key}: mean {np.mean(values):.3f} sd {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}")
+    print_seed_table(rows, ("best_step",), KEYS)
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     return 0
 

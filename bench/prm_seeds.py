@@ -44,11 +44,49 @@ def override(cfg: dict, assignment: str) -> None:
     node[last] = parsed
 
 
+def seed_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every seed study shares: --seeds, --config, --set and --jobs."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--config", action="append", default=None, help="config file(s) (default config/config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side (one thread each)")
+    return parser
+
+
+def configured(config_files: list[str], sets: list[str]) -> dict:
+    """The config from these files with the 'a.b.c=VALUE' overrides applied, validated: the overrides are
+    checked like any config key."""
+    from lvdr import config as configs
+
+    cfg = configs.load(config_files)
+    for assignment in sets:
+        override(cfg, assignment)
+    return configs.validate(cfg)
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample sd (0 for one value) over seeds."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def print_seed_table(rows: list[dict], info: tuple[str, ...], metrics: tuple[str, ...]) -> None:
+    """One line per seed (its seed, seconds, the ``info`` columns as they are and the ``metrics`` to three
+    decimals, '-' where None), then each metric's mean and sd over the seeds."""
+    print(f"{'seed':>4} {'s':>5} " + " ".join(f"{k:>7}" for k in info + metrics))
+    for r in rows:
+        cells = [f"{r[k]:>7}" for k in info] + [f"{'-' if r[k] is None else format(r[k], '.3f'):>7}" for k in metrics]
+        print(f"{r['seed']:>4} {r['seconds']:5.0f} " + " ".join(cells))
+    for key in metrics:
+        values = [r[key] for r in rows if r[key] is not None]
+        if values:
+            print("{}: mean {:.3f} sd {:.3f}".format(key, *spread(values)))
+
+
 def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], scratch: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from lvdr import config as configs
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.explain.deletion import deletion_test
@@ -56,10 +94,7 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 
-    cfg = configs.load(config_files)
-    for assignment in sets:
-        override(cfg, assignment)
-    cfg = configs.validate(cfg)  # the overrides are checked like any config key
+    cfg = configured(config_files, sets)
     out = Path(scratch) / dataset / f"seed{seed}"
     prepared = REPO / "data" / "prepared" / dataset
     latents = REPO / "results" / dataset / "latents"
@@ -86,12 +121,8 @@ def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = seed_parser(__doc__)
     parser.add_argument("--datasets", nargs="+", default=["spider", "brats"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--config", action="append", default=None, help="config file(s) (default config/config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side (one thread each)")
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     args = parser.parse_args()
@@ -116,8 +147,8 @@ def main() -> int:
         for key in ("auc", "f1", "mae"):
             values = [r[key] for r in mine if r[key] is not None]
             if values:
-                print(f"{ds} {key}: mean {np.mean(values):.3f} sd {np.std(values, ddof=1) if len(values) > 1 else 0:.3f} "
-                      f"(min {min(values):.3f}, max {max(values):.3f})")
+                mean, sd = spread(values)
+                print(f"{ds} {key}: mean {mean:.3f} sd {sd:.3f} (min {min(values):.3f}, max {max(values):.3f})")
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

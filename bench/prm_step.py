@@ -45,19 +45,15 @@ def time_current(args) -> float:
     import torch
     from monai.networks.schedulers import DDPMScheduler
 
-    from lvdr import config as configs
     from lvdr.data import load_latents, load_prepared
     from lvdr.diffae.train import load_model
     from lvdr.prm.model import PRM
     from lvdr.prm.train import channel_statistics, collate, losses, recon_loss, sequences
     from lvdr.training import EMA, seed_step
-    from prm_seeds import override
+    from prm_seeds import configured
 
     torch.set_num_threads(1)
-    cfg = configs.load(args.config or [str(REPO / "config" / "config.yaml")])
-    for assignment in args.set:
-        override(cfg, assignment)
-    cfg = configs.validate(cfg)["prm"]
+    cfg = configured(args.config or [str(REPO / "config" / "config.yaml")], args.set)["prm"]
     data = load_prepared(REPO / "data" / "prepared" / args.dataset)
     features = load_latents(REPO / "results" / args.dataset / "latents")
     diffae, dcfg = load_model(REPO / "results" / args.dataset / "diffae" / "model.pt", "cpu")
