@@ -21,7 +21,7 @@ from prm_seeds import REPO, configured, print_seed_table, seed_parser  # noqa: E
 KEYS = ("auc_bin", "f1_bin", "mae_ord", "acc", "auc_ovr")
 
 
-def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], scratch: str) -> dict:
+def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -47,11 +47,10 @@ def main() -> int:
     parser = seed_parser(__doc__)
     parser.add_argument("--dataset", default="retinamnist")
     args = parser.parse_args()
-    configs = args.config or [str(REPO / "config" / "config.yaml")]
     scratch = tempfile.mkdtemp(prefix="densenet_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(run_one, *zip(*[(args.dataset, s, configs, args.set, scratch) for s in args.seeds])))
+        rows = list(pool.map(run_one, *zip(*[(args.dataset, s, args.config, args.set, scratch) for s in args.seeds])))
     print_seed_table(rows, ("best_step",), KEYS)
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     return 0

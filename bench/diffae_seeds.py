@@ -24,7 +24,7 @@ from prm_seeds import REPO, configured, print_seed_table, seed_parser  # noqa: E
 KEYS = ("auc_bin", "f1_bin", "mae_ord")
 
 
-def run_one(prepared: str, seed: int, config_files: list[str], sets: list[str], scratch: str) -> dict:
+def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -52,12 +52,11 @@ def main() -> int:
     parser.add_argument("--dataset", default="brats")
     parser.add_argument("--prepared", help="prepared dataset folder (default data/prepared/<dataset> in this checkout)")
     args = parser.parse_args()
-    configs = args.config or [str(REPO / "config" / "config.yaml")]
     prepared = args.prepared or str(REPO / "data" / "prepared" / args.dataset)
     scratch = tempfile.mkdtemp(prefix="diffae_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(run_one, *zip(*[(prepared, s, configs, args.set, scratch) for s in args.seeds])))
+        rows = list(pool.map(run_one, *zip(*[(prepared, s, args.config, args.set, scratch) for s in args.seeds])))
     print_seed_table(rows, ("C",), KEYS)
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     return 0

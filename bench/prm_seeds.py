@@ -54,12 +54,12 @@ def seed_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def configured(config_files: list[str], sets: list[str]) -> dict:
-    """The config from these files with the 'a.b.c=VALUE' overrides applied, validated: the overrides are
-    checked like any config key."""
+def configured(config_files: list[str] | None, sets: list[str]) -> dict:
+    """The config from these files (None: this checkout's config/config.yaml) with the 'a.b.c=VALUE' overrides
+    applied, validated: the overrides are checked like any config key."""
     from lvdr import config as configs
 
-    cfg = configs.load(config_files)
+    cfg = configs.load(config_files or [str(REPO / "config" / "config.yaml")])
     for assignment in sets:
         override(cfg, assignment)
     return configs.validate(cfg)
@@ -83,7 +83,7 @@ def print_seed_table(rows: list[dict], info: tuple[str, ...], metrics: tuple[str
             print("{}: mean {:.3f} sd {:.3f}".format(key, *spread(values)))
 
 
-def run_one(dataset: str, seed: int, config_files: list[str], sets: list[str], scratch: str) -> dict:
+def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -126,11 +126,10 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     args = parser.parse_args()
-    configs = args.config or [str(REPO / "config" / "config.yaml")]
     scratch = args.keep or tempfile.mkdtemp(prefix="prm_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, ds, seed, configs, args.set, scratch) for ds in args.datasets for seed in args.seeds]
+        futures = [pool.submit(run_one, ds, seed, args.config, args.set, scratch) for ds in args.datasets for seed in args.seeds]
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
           f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'drop top':>8} "

@@ -53,7 +53,7 @@ def time_current(args) -> float:
     from prm_seeds import configured
 
     torch.set_num_threads(1)
-    cfg = configured(args.config or [str(REPO / "config" / "config.yaml")], args.set)["prm"]
+    cfg = configured(args.config, args.set)["prm"]
     data = load_prepared(REPO / "data" / "prepared" / args.dataset)
     features = load_latents(REPO / "results" / args.dataset / "latents")
     diffae, dcfg = load_model(REPO / "results" / args.dataset / "diffae" / "model.pt", "cpu")
