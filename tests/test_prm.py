@@ -110,6 +110,8 @@ def test_single_slice_sequences_run():
     out = model(tokens, depth, mask, codes, latents=True)
     assert out["P"].shape == (2, 1, D) and out["z"].shape == (2, 1, D) and out["logits"].shape == (2, 5)
     assert trajectory_loss(out["P"], mask).item() == 0.0
+    model.eval()  # P_0, where L_move's first step starts, is the mean of the learned slots M_0
+    torch.testing.assert_close(model(tokens, depth, mask, codes)["P0"], model.slots.mean(0).expand(2, D))
 
 
 def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():
@@ -129,21 +131,23 @@ def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():
     assert "cls" in binary and torch.isfinite(binary["total"])
 
 
-def test_movement_loss_is_the_mean_step_length_of_real_steps():
+def test_movement_loss_is_the_mean_step_length_of_real_steps_from_the_start():
     mask = torch.arange(4)[None] < torch.tensor([4, 2, 1])[:, None]
+    start = torch.zeros(3, 2)
     P = torch.zeros(3, 4, 2)
-    P[0, 1:, 0] = torch.tensor([3.0, 3.0, 7.0])  # steps 3, 0, 4: mean 7 / 3
-    P[1, 1] = torch.tensor([3.0, 4.0])  # one step of length 5; its padded steps repeat the last state
+    P[0, 1:, 0] = torch.tensor([3.0, 3.0, 7.0])  # steps 0 (from the start), 3, 0, 4: mean 7 / 4
+    P[1, 1] = torch.tensor([3.0, 4.0])  # steps 0 and 5; its padded steps repeat the last state
     P[1, 2:] = P[1, 1]
-    P[2, 1:] = 100.0  # a one-slice sequence: every "step" is padding and counts 0
+    P[2] = torch.tensor([6.0, 8.0])  # a one-slice sequence: its one step, 10 from the start; the rest is padding
     P.requires_grad_(True)
-    loss = movement_loss(P, mask)
-    torch.testing.assert_close(loss, torch.tensor((7 / 3 + 5 + 0) / 3))
+    loss = movement_loss(P, mask, start)
+    torch.testing.assert_close(loss, torch.tensor((7 / 4 + 5 / 2 + 10) / 3))
     loss.backward()  # zero-length steps (held states, padding) must not give NaN gradients
     assert torch.isfinite(P.grad).all()
     held = torch.randn(3, 1, D).expand(3, 4, D)
-    assert movement_loss(held, mask).item() == 0.0
-    terms = losses(prm_config(lambda_move=0.5), "ordinal", {"P": P.detach(), "logits": torch.randn(3, 5)},
+    assert movement_loss(held, mask, held[:, 0]).item() == 0.0
+    assert movement_loss(held, mask, held[:, 0] + 1).item() == pytest.approx(D ** 0.5 * (1 / 4 + 1 / 2 + 1) / 3, rel=1e-5)
+    terms = losses(prm_config(lambda_move=0.5), "ordinal", {"P": P.detach(), "P0": start, "logits": torch.randn(3, 5)},
                    torch.tensor([0, 2, 4]), mask, recon=torch.tensor(0.0), traj_factor=0.5)
     torch.testing.assert_close(terms["total"], 0.5 * terms["traj"] * prm_config()["lambda_traj"] + 0.25 * terms["move"]
                                + terms["ord"])

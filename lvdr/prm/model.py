@@ -195,7 +195,8 @@ class PRM(nn.Module):
         """tokens (B, T, K, c), depth (B, T) slice positions, mask (B, T) True at real slices, codes
         (B, T, d_z) the slices' semantic latents z (read with ``read_z``).
 
-        Returns ``z_sem`` (B, d), ``logits`` (B, C) and the trajectory ``P`` (B, T, d); with
+        Returns ``z_sem`` (B, d), ``logits`` (B, C), the trajectory ``P`` (B, T, d) and its start ``P0``
+        (B, d), the mean of the learned slots M_0 (of the slots kept, under slot dropout); with
         ``latents`` also the decodable per-step latents ``z`` (B, T, d) and the head's ``step_logits``
         (B, T, C) on each of them. Padded steps repeat the last state.
         """
@@ -220,7 +221,8 @@ class PRM(nn.Module):
             if latents:
                 step_latents.append(self.pool(memory, keep))
         z_sem = step_latents[-1] if latents else self.pool(memory, keep)
-        out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1)}
+        out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1),
+               "P0": self._mean(self.slots.expand(b, -1, -1), keep)}
         if latents:
             out["z"] = torch.stack(step_latents, 1)
             out["step_logits"] = self.head(out["z"])

@@ -124,10 +124,14 @@ def trajectory_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return batch_mean(per_sequence)
 
 
-def movement_loss(P: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_move: the mean step length ||P_t - P_{t-1}|| over each sequence's steps (t >= 2), averaged over
-    sequences. Not squared, so that, like an L1 penalty, it prefers a few large steps to many small ones:
-    the memory moves where a slice changes what it must hold and stays put elsewhere."""
+def movement_loss(P: torch.Tensor, mask: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """L_move: the mean step length ||P_t - P_{t-1}|| over each sequence's steps t = 1..T, from the learned
+    start P_0 = ``start`` (B, d), averaged over sequences. Not squared, so that, like an L1 penalty, it
+    prefers a few large steps to many small ones: the memory moves where a slice changes what it must
+    hold and stays put elsewhere. The first step counts too: left free, every sequence jumped away from
+    P_0 on its first slice by about the same amount whatever it showed, and ||P_t|| told the seed more
+    than the grade (README, "The first step pays too")."""
+    P, mask = torch.cat([start[:, None], P], 1), torch.cat([mask[:, :1], mask], 1)
     real = mask[:, 1:]
     steps = torch.linalg.vector_norm(P[:, 1:] - P[:, :-1], dim=-1)
     per_sequence = (steps * real).sum(1) / real.sum(1).clamp(min=1)
@@ -193,7 +197,7 @@ def losses(cfg: dict, task: str, out: dict, labels: torch.Tensor, mask: torch.Te
     if cfg["lambda_step"] > 0:
         terms["step"] = step_loss(cfg, task, out["step_logits"], labels, mask, weight)
     if cfg["lambda_move"] > 0:
-        terms["move"] = movement_loss(out["P"], mask)
+        terms["move"] = movement_loss(out["P"], mask, out["P0"])
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms
 

@@ -147,7 +147,7 @@ def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = 
     """What a reader must know before comparing this dataset's rows, in the dataset's own terms."""
     out = []
     beyond = {"lambda_step": "L_step, the grading loss on every intermediate state z_t",
-              "lambda_move": "L_move, the mean step length ||P_t - P_(t-1)||, which keeps the memory still where a slice "
+              "lambda_move": "L_move, the mean step length ||P_t - P_(t-1)|| from the start P_0, which keeps the memory still where a slice "
                              "changes nothing it holds"}
     terms = [f"{what}, weight {prm[key]:g} (prm.{key})" for key, what in beyond.items()
              if prm and prm.get(key, 0) > 0 and name in prm.get("datasets", [])]
