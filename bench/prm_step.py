@@ -78,7 +78,8 @@ def time_current(args) -> float:
         t1 = time.perf_counter()
         out = model(**inputs)
         t2 = time.perf_counter()
-        recon = recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], "cpu")
+        recon = recon_loss(decoder, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], "cpu",
+                           fraction=cfg["recon_fraction"])
         t3 = time.perf_counter()
         terms = losses(cfg, task, out, labels, inputs["mask"], recon)
         optimizer.zero_grad(set_to_none=True)

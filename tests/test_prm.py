@@ -8,7 +8,7 @@ import torch
 
 from lvdr import config as configs
 from lvdr.prm.model import PRM
-from lvdr.prm.train import even_subsample, losses, movement_loss, step_loss, trajectory_loss
+from lvdr.prm.train import Sequence, even_subsample, losses, movement_loss, recon_loss, step_loss, trajectory_loss
 
 K, C, D, Z = 4, 6, 16, 8  # tokens per slice, token channels, model width, slice-latent width
 
@@ -151,6 +151,32 @@ def test_movement_loss_is_the_mean_step_length_of_real_steps_from_the_start():
                    torch.tensor([0, 2, 4]), mask, recon=torch.tensor(0.0), traj_factor=0.5)
     torch.testing.assert_close(terms["total"], 0.5 * terms["traj"] * prm_config()["lambda_traj"] + 0.25 * terms["move"]
                                + terms["ord"])
+
+
+def test_recon_loss_decodes_a_fraction_of_the_sequences_conditioned_on_their_own_z():
+    from monai.networks.schedulers import DDPMScheduler
+
+    seen = []
+
+    def decoder(x, t, z):  # records what it is asked to decode; predicts zero noise
+        seen.append((x.shape[0], z.clone()))
+        return torch.zeros_like(x)
+
+    slices = np.random.default_rng(0).random((40, 1, 4, 4)).astype(np.float32)
+    batch = [Sequence(f"s{i}", "train", 0, 0, np.arange(4 * i, 4 * i + 4), np.arange(4)) for i in range(10)]
+    z_sem = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, 3)
+    scheduler = DDPMScheduler(num_train_timesteps=10)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    full = recon_loss(decoder, scheduler, z_sem, batch, slices, 2, "cpu")
+    assert seen[-1][0] == 20 and float(full) == pytest.approx(1.0, abs=0.2)  # E[noise^2] = 1
+    half = recon_loss(decoder, scheduler, z_sem, batch, slices, 2, "cpu", fraction=0.5)
+    n, z = seen[-1]
+    assert n == 10 and torch.isfinite(half)
+    owners = z[:, 0].long()  # each decoded slice is conditioned on its own sequence's z_sem, two per sequence
+    assert len(set(owners.tolist())) == 5 and all((owners == o).sum() == 2 for o in owners.unique())
+    assert recon_loss(decoder, scheduler, z_sem, batch, slices, 1, "cpu", fraction=0.01) is not None
+    assert seen[-1][0] == 1  # at least one sequence
 
 
 def test_step_loss_grades_every_intermediate_state_and_only_those():

@@ -139,12 +139,17 @@ def movement_loss(P: torch.Tensor, mask: torch.Tensor, start: torch.Tensor) -> t
 
 
 def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndarray, k: int, device,
-               share: slice = slice(None)) -> torch.Tensor:
-    """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence.
-    ``batch`` is the global batch, whose slices, noise and timesteps every process draws alike; ``z_sem``
-    holds this process's ``share`` of it, whose slices alone it decodes."""
+               share: slice = slice(None), fraction: float = 1.0) -> torch.Tensor:
+    """Noise-prediction loss of the decoder conditioned on z_sem at k random slices of each sequence, or of a
+    random ``fraction`` of the sequences (the same expectation, for fewer decoder passes: half the demo's
+    PRM step is this pass). ``batch`` is the global batch, whose sequences, slices, noise and timesteps every
+    process draws alike; ``z_sem`` holds this process's ``share`` of it, whose slices alone it decodes."""
     picks, owners = [], []
-    for i, s in enumerate(batch):
+    sequences = range(len(batch))
+    if fraction < 1:
+        sequences = np.sort(np.random.choice(len(batch), max(1, round(fraction * len(batch))), replace=False))
+    for i in sequences:
+        s = batch[i]
         chosen = np.random.choice(len(s.rows), size=min(k, len(s.rows)), replace=False)
         picks.extend(s.rows[np.sort(chosen)])
         owners.extend([i] * len(chosen))
@@ -319,7 +324,8 @@ def train(cfg: dict, prepared_dir, latents_dir, diffae_path, out_dir, prediction
         model.train()
         with precision.autocast(), global_batch():
             out = trained(**inputs, latents=cfg["lambda_step"] > 0)
-            recon = (recon_loss(reconstructing, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device, share)
+            recon = (recon_loss(reconstructing, scheduler, out["z_sem"], batch, data.slices, cfg["recon_k"], device, share,
+                                 cfg["recon_fraction"])
                      if cfg["lambda_recon"] > 0 else torch.zeros((), device=device))
             terms = losses(cfg, task, out, labels, inputs["mask"], recon, weight, min(1.0, state["step"] / ramp) if ramp else 1.0)
         optimizer.zero_grad(set_to_none=True)
