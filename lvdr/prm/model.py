@@ -213,6 +213,7 @@ class PRM(nn.Module):
         if self.training and self.slot_dropout > 0:  # drop whole slots from the read-out (never all of them)
             keep = torch.rand(b, memory.shape[1], device=memory.device) >= self.slot_dropout
             keep[:, 0] = True
+        start = self._mean(memory, keep)  # P_0, read off M_0 as every P_t is read off its memory
         states, step_latents = [], []
         for t in range(t_max):
             updated = self.step(memory, [steps[t] for steps in reads])
@@ -221,8 +222,7 @@ class PRM(nn.Module):
             if latents:
                 step_latents.append(self.pool(memory, keep))
         z_sem = step_latents[-1] if latents else self.pool(memory, keep)
-        out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1),
-               "P0": self._mean(self.slots.expand(b, -1, -1), keep)}
+        out = {"z_sem": z_sem, "logits": self.head(z_sem), "P": torch.stack(states, 1), "P0": start}
         if latents:
             out["z"] = torch.stack(step_latents, 1)
             out["step_logits"] = self.head(out["z"])
