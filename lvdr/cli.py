@@ -17,7 +17,7 @@ import numpy as np
 from lvdr import DATASETS, __version__
 from lvdr import config as configs
 from lvdr import log as logs
-from lvdr.errors import DataError, LvdrError
+from lvdr.errors import ConfigError, DataError, LvdrError
 
 log = logging.getLogger("lvdr")
 
@@ -80,6 +80,14 @@ def _trained(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
     parser.add_argument("--classifier", metavar="FILE", help="the fitted DiffAE+LR (default: "
                                                              "results/DATASET/diffae_lr/classifier.json, written by `lvdr baseline`)")
+
+
+def per_seed(template: str, seeds: list[int], option: str):
+    """The path for each seed: ``template`` with {seed} filled in. Several seeds need the placeholder, or each
+    run would overwrite the one before it."""
+    if len(seeds) > 1 and "{seed}" not in template:
+        raise ConfigError(f"{option} {template}: {len(seeds)} seeds would all write here; put {{seed}} in the path")
+    return lambda seed: template.replace("{seed}", str(seed))
 
 
 def _trained_paths(args) -> tuple[Path, Path, Path]:
@@ -185,13 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     known = ", ".join(configs.load_schema()["properties"]["prm"]["properties"]["ablations"]["default"])
     p.add_argument("--variant", metavar="NAME", help=f"an ablation named in the config's prm.ablations (the default config "
                                                      f"has: {known}), trained as method lvdr_NAME; default: LVDR itself")
-    p.add_argument("--seed", type=int, metavar="N", help="training seed (default: the config's seed; the pipeline trains "
-                                                          "seed, seed + 1, ... for prm.seeds runs)")
+    p.add_argument("--seed", type=int, nargs="+", metavar="N",
+                   help="training seed, or several, trained one after the other in this process (default: the "
+                        "config's seed; the pipeline trains seed, seed + 1, ... for prm.seeds runs in one job, "
+                        "so that the start-up, about 6 s of imports, is paid once)")
     _prepared(p)
     _latents(p)
     p.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/METHOD)")
-    p.add_argument("--predictions", metavar="FILE", help="predictions (default: results/DATASET/predictions/METHOD.parquet)")
+    p.add_argument("--out", metavar="DIR", help="output folder; {seed} in it stands for the seed "
+                                                "(default: results/DATASET/METHOD/seed{seed})")
+    p.add_argument("--predictions", metavar="FILE", help="predictions; {seed} in it stands for the seed "
+                                                         "(default: results/DATASET/predictions/METHOD/seed{seed}.parquet)")
     _threads(p)
     _common(p)
 
@@ -380,10 +392,13 @@ def run(args) -> None:
         from lvdr.prm.train import train as train_prm
 
         prm_cfg, method = configs.variant(cfg, args.variant)
-        seed = cfg["seed"] if args.seed is None else args.seed
-        train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
-                  args.diffae or f"results/{args.dataset}/diffae/model.pt", args.out or f"results/{args.dataset}/{method}/seed{seed}",
-                  args.predictions or f"results/{args.dataset}/predictions/{method}/seed{seed}.parquet", seed, cfg["device"])
+        seeds = args.seed or [cfg["seed"]]
+        out = per_seed(args.out or f"results/{args.dataset}/{method}/seed{{seed}}", seeds, "--out")
+        predictions = per_seed(args.predictions or f"results/{args.dataset}/predictions/{method}/seed{{seed}}.parquet",
+                               seeds, "--predictions")
+        for seed in seeds:
+            train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
+                      args.diffae or f"results/{args.dataset}/diffae/model.pt", out(seed), predictions(seed), seed, cfg["device"])
     elif args.command == "qwen":
         from lvdr.vlm import method_name
         from lvdr.vlm.run import fine_tune, zero_shot

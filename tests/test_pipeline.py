@@ -324,7 +324,7 @@ def test_jobs_claim_their_cpus_and_run_critical_path_first(tmp_path):
         priority = re.search(r"priority: (\d+)", block)
         cpus = re.search(r"resources: .*\bcpus=(\d+)", block)
         jobs[jobid] = (block.split(":")[0], int(priority.group(1)) if priority else 0, cpus and int(cpus.group(1)))
-    assert len(jobs) == 37 and all(1 <= cpus <= os.cpu_count() for _, _, cpus in jobs.values()), jobs
+    assert len(jobs) == 31 and all(1 <= cpus <= os.cpu_count() for _, _, cpus in jobs.values()), jobs
     dag = json.loads(snakemake(tmp_path, "results/report.html", "--d3dag").stdout)
     jobid_of = {node["id"]: node["value"]["jobid"] for node in dag["nodes"]}
     inverted = [(jobs[jobid_of[e["u"]]], jobs[jobid_of[e["v"]]]) for e in dag["edges"]

@@ -276,6 +276,42 @@ def test_training_writes_predictions_trajectories_and_resumes(spider_prepared, d
         assert np.all(np.diff(traj["depth"][first]) > 0)
 
 
+def test_one_job_trains_several_seeds_each_as_it_would_alone(spider_prepared, diffae_config, tmp_path):
+    """`train-prm --seed 4 5` (the pipeline's one job per method) trains seed 5 to the same weights and
+    predictions as a run of seed 5 alone, and writes each seed where {seed} in --out says."""
+    import yaml
+
+    from lvdr.cli import main
+    from lvdr.diffae.cache import build_cache
+    from lvdr.diffae.train import train as train_diffae
+    from lvdr.predictions import read_predictions
+
+    dae = train_diffae(diffae_config, spider_prepared, tmp_path / "dae", seed=1, device_name="cpu")
+    build_cache(dae, spider_prepared, tmp_path / "latents", batch_size=64, device_name="cpu")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"device": "cpu", "prm": {"slots": 5, "heads": 4, "queries": 2, "recon_fraction": 0.5,
+                                                                "train": {"steps": 3, "batch_size": 3, "eval_every": 3}}}))
+    common = ["train-prm", "spider", "--config", str(config), "--prepared", str(spider_prepared),
+              "--latents", str(tmp_path / "latents"), "--diffae", str(dae)]
+    assert main([*common, "--seed", "4", "5", "--out", str(tmp_path / "both" / "seed{seed}"),
+                 "--predictions", str(tmp_path / "both" / "seed{seed}.parquet")]) == 0
+    assert main([*common, "--seed", "5", "--out", str(tmp_path / "alone"), "--predictions", str(tmp_path / "alone.parquet")]) == 0
+    a = torch.load(tmp_path / "alone" / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "both" / "seed5" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_predictions(tmp_path / "alone.parquet").equals(read_predictions(tmp_path / "both" / "seed5.parquet"))
+    four = torch.load(tmp_path / "both" / "seed4" / "model.pt", weights_only=False)["state_dict"]
+    assert not all(torch.equal(a[k], four[k]) for k in a)  # another seed, another model
+    assert set(read_predictions(tmp_path / "both" / "seed4.parquet").seed) == {4}
+
+
+def test_several_seeds_into_one_folder_are_refused(capsys):
+    from lvdr.cli import main
+
+    assert main(["train-prm", "spider", "--seed", "0", "1", "--out", "results/x"]) == 2
+    assert "--out results/x: 2 seeds would all write here; put {seed} in the path" in capsys.readouterr().err
+
+
 def test_ablation_variant_overrides_the_config():
     cfg = configs.validate({})
     prm, method = configs.variant(cfg, "no_traj")

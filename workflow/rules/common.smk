@@ -92,8 +92,8 @@ def prepare_threads(wildcards):
 # Each is the demo's CPU seconds on the longest path from the start of the job to results/report.html
 # (bench/pipeline.py), on a dataset LVDR trains on and on one it does not (whose path ends at the tables).
 PRIORITY = {  # rule: (on prm.datasets, on the others)
-    "fetch": (146, 59), "prepare": (140, 55), "train_diffae": (123, 50), "cache": (78, 17),
-    "train_prm": (71, 0), "train_prm_ablation": (47, 0), "train_densenet": (46, 44), "qwen": (46, 44),
+    "fetch": (225, 59), "prepare": (209, 55), "train_diffae": (192, 50), "cache": (144, 17),
+    "train_prm": (139, 0), "train_prm_ablation": (110, 0), "train_densenet": (46, 44), "qwen": (46, 44),
     "latent_baselines": (35, 11), "decode": (33, 0), "explain": (25, 0), "export": (12, 0), "evaluate": (9, 9),
 }
 
