@@ -310,6 +310,22 @@ def test_training_jobs_run_under_torchrun_when_processes_are_asked(tmp_path):
     assert jobs and all("gpu=2" in resources for _, resources in jobs), jobs[:3]
 
 
+def test_a_methods_seeds_train_in_one_job_or_a_job_each(tmp_path):
+    """prm.seed_jobs: one job per LVDR method that trains all its seeds (the demo), or a job per seed (a cluster)."""
+    jobs = {}
+    for seed_jobs in ("one", "each"):
+        (tmp_path / seed_jobs / "config").mkdir(parents=True)
+        cfg = configs.validate({**TINY, "prm": {**TINY.get("prm", {}), "seeds": 3, "seed_jobs": seed_jobs}})
+        (tmp_path / seed_jobs / "config" / "config.yaml").write_text(configs.dump(cfg))
+        done = snakemake(tmp_path / seed_jobs, "results/report.html", "--dry-run", "--printshellcmds")
+        assert done.returncode == 0, done.stderr[-3000:]
+        jobs[seed_jobs] = re.findall(r"lvdr train-prm (\w+) .*?--seed ([\d ]+?) --prepared .*?--log (\S+)", done.stdout)
+    seeds = [str(cfg["seed"] + i) for i in range(3)]
+    assert jobs["one"] and all(s == " ".join(seeds) for _, s, _ in jobs["one"])
+    assert sorted(s for _, s, _ in jobs["each"]) == sorted(seeds * len(jobs["one"]))
+    assert len({log for *_, log in jobs["each"]}) == len(jobs["each"])  # a log per job
+
+
 def test_jobs_claim_their_cpus_and_run_critical_path_first(tmp_path):
     """Every job claims the `cpus` it uses (capped at the machine's, when run here), and no job outranks
     a job it waits for: a job's priority, the work between it and the report, is never below that of a

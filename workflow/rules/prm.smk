@@ -1,11 +1,16 @@
+# prm.seed_jobs: one job trains a method's seeds one after the other (each job's start-up, about 6 s of
+# imports, is paid once, and a seed trains to the same weights as in a job of its own), or each seed is a
+# job of its own (`each`: on a cluster, side by side). JOB_SEEDS are the seeds of one job: all of them, or
+# the {seed} wildcard.
+JOB_SEEDS = PRM_SEEDS if config["prm"]["seed_jobs"] == "one" else ["{seed}"]
+
+
 rule train_prm:
-    # One job trains every seed, one after the other: each job's start-up (imports, about 6 s) is paid
-    # once instead of once per seed, and a seed trains to the same numbers as in a job of its own.
     output:
-        model=expand("results/{{ds}}/{{method}}/seed{seed}/model.pt", seed=PRM_SEEDS),
-        curve=expand("results/{{ds}}/{{method}}/seed{seed}/curve.csv", seed=PRM_SEEDS),
-        trajectories=expand("results/{{ds}}/{{method}}/seed{seed}/trajectories.npz", seed=PRM_SEEDS),
-        predictions=expand("results/{{ds}}/predictions/{{method}}/seed{seed}.parquet", seed=PRM_SEEDS),
+        model=expand("results/{{ds}}/{{method}}/seed{seed}/model.pt", seed=JOB_SEEDS),
+        curve=expand("results/{{ds}}/{{method}}/seed{seed}/curve.csv", seed=JOB_SEEDS),
+        trajectories=expand("results/{{ds}}/{{method}}/seed{seed}/trajectories.npz", seed=JOB_SEEDS),
+        predictions=expand("results/{{ds}}/predictions/{{method}}/seed{seed}.parquet", seed=JOB_SEEDS),
     input:
         rules.prepare.output,
         tokens=rules.cache.output.tokens,
@@ -13,19 +18,20 @@ rule train_prm:
         code=code("prm/model.py", "prm/train.py", "losses.py", "training.py", "distributed.py"),
     wildcard_constraints:
         method=r"lvdr(_\w+)?",
+        seed=r"\d+",
     params:
         launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
-        seeds=" ".join(map(str, PRM_SEEDS)),
+        seeds=lambda w: w.get("seed") or " ".join(map(str, PRM_SEEDS)),
     log:
-        "logs/train_prm/{ds}_{method}.log",
+        "logs/train_prm/{ds}_{method}.log" if JOB_SEEDS == PRM_SEEDS else "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
     priority: priority("train_prm")
     resources:
         cpus=cpus,
         mem_mb=8000,
-        runtime=720 * len(PRM_SEEDS),
+        runtime=720 * len(JOB_SEEDS),
         gpu=TRAIN_GPUS,
     conda:
         "../../environment.yml"
