@@ -145,10 +145,10 @@ def recon_loss(decoder, scheduler, z_sem, batch: list[Sequence], slices: np.ndar
     PRM step is this pass). ``batch`` is the global batch, whose sequences, slices, noise and timesteps every
     process draws alike; ``z_sem`` holds this process's ``share`` of it, whose slices alone it decodes."""
     picks, owners = [], []
-    sequences = range(len(batch))
+    decoded = range(len(batch))  # the batch's sequences whose slices are decoded
     if fraction < 1:
-        sequences = np.sort(np.random.choice(len(batch), max(1, round(fraction * len(batch))), replace=False))
-    for i in sequences:
+        decoded = np.sort(np.random.choice(len(batch), max(1, round(fraction * len(batch))), replace=False))
+    for i in decoded:
         s = batch[i]
         chosen = np.random.choice(len(s.rows), size=min(k, len(s.rows)), replace=False)
         picks.extend(s.rows[np.sort(chosen)])

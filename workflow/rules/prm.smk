@@ -2,7 +2,8 @@
 # imports, is paid once, and a seed trains to the same weights as in a job of its own), or each seed is a
 # job of its own (`each`: on a cluster, side by side). JOB_SEEDS are the seeds of one job: all of them, or
 # the {seed} wildcard.
-JOB_SEEDS = PRM_SEEDS if config["prm"]["seed_jobs"] == "one" else ["{seed}"]
+ONE_PRM_JOB = config["prm"]["seed_jobs"] == "one"
+JOB_SEEDS = PRM_SEEDS if ONE_PRM_JOB else ["{seed}"]
 
 
 rule train_prm:
@@ -23,9 +24,9 @@ rule train_prm:
         launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
-        seeds=lambda w: w.get("seed") or " ".join(map(str, PRM_SEEDS)),
+        seeds=lambda w: " ".join(map(str, PRM_SEEDS)) if ONE_PRM_JOB else w.seed,
     log:
-        "logs/train_prm/{ds}_{method}.log" if JOB_SEEDS == PRM_SEEDS else "logs/train_prm/{ds}_{method}_seed{seed}.log",
+        "logs/train_prm/{ds}_{method}.log" if ONE_PRM_JOB else "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
     priority: priority("train_prm")
     resources:
