@@ -126,6 +126,8 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     args = parser.parse_args()
+    from lvdr.explain.verdicts import norm_across_seeds
+
     scratch = args.keep or tempfile.mkdtemp(prefix="prm_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
@@ -148,6 +150,8 @@ def main() -> int:
             if values:
                 mean, sd = spread(values)
                 print(f"{ds} {key}: mean {mean:.3f} sd {sd:.3f} (min {min(values):.3f}, max {max(values):.3f})")
+        word, sentence = norm_across_seeds([r["norm"] for r in mine])
+        print(f"{ds} ||P_t|| across seeds: {word}: {sentence}")
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -90,7 +90,22 @@ def test_gru_keeps_its_memory_when_the_gate_says_so():
     tokens, depth, mask, codes = inputs([6])
     with torch.no_grad():
         P = model(tokens, depth, mask, codes)["P"][0]
-    torch.testing.assert_close(P, model.slots.mean(0).expand(6, -1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(P, torch.zeros(6, D), atol=1e-5, rtol=1e-5)  # where it started: P_0, the origin
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_every_trajectory_starts_at_the_origin_when_the_slots_are_centred(centred):
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(centre_slots=centred), Z).eval()
+    with torch.no_grad():
+        model.slots.add_(3.0)  # slots with a large common offset, as training can leave them
+        P0 = model(*inputs([4, 2]))["P0"]
+    if centred:  # ||P_t|| is then the distance travelled from the common start
+        torch.testing.assert_close(P0, torch.zeros(2, D), atol=1e-6, rtol=0)
+        assert model.start_memory().norm(dim=1).min() > 0.1  # centred, not collapsed: the slots still differ
+    else:
+        torch.testing.assert_close(P0, model.slots.mean(0).expand(2, D))
+        assert P0.norm(dim=1).min() > 10
 
 
 def test_checkpoint_selection_rules():
@@ -110,8 +125,8 @@ def test_single_slice_sequences_run():
     out = model(tokens, depth, mask, codes, latents=True)
     assert out["P"].shape == (2, 1, D) and out["z"].shape == (2, 1, D) and out["logits"].shape == (2, 5)
     assert trajectory_loss(out["P"], mask).item() == 0.0
-    model.eval()  # P_0, where L_move's first step starts, is the mean of the learned slots M_0
-    torch.testing.assert_close(model(tokens, depth, mask, codes)["P0"], model.slots.mean(0).expand(2, D))
+    model.eval()  # P_0, where L_move's first step starts, is the mean of the slots M_0
+    torch.testing.assert_close(model(tokens, depth, mask, codes)["P0"], model.start_memory().mean(0).expand(2, D))
 
 
 def test_losses_are_finite_and_traj_is_zero_for_a_constant_trajectory():

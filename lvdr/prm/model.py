@@ -1,6 +1,7 @@
 """The Progressive Refinement Module (paper 2.3, Appendix C), written by hand.
 
-S learnable slots form a memory M_0 shared by all sequences. At each step t the memory reads
+S learnable slots, centred on their mean, form a memory M_0 shared by all sequences, so that every
+trajectory starts at the origin P_0 = 0. At each step t the memory reads
 slice t's 8 x 8 patch tokens (projected to d, plus a learned patch-position and a sinusoidal
 depth embedding, and with ``read_z`` the slice's own DiffAE semantic latent z, projected: the
 slice-level feature h_t = psi_D(x_t) that paper 2.2 hands to the PRM) through a stack of blocks
@@ -158,6 +159,10 @@ class PRM(nn.Module):
         if self.read_z:
             self.register_buffer("z_stats", torch.stack([torch.zeros(code_dim), torch.ones(code_dim)]))
         self.slots = nn.Parameter(torch.randn(cfg["slots"], d) * d**-0.5)
+        # Centred, the slots' mean P_0 is the origin, whatever the seed: ||P_t|| is then how far the slices have
+        # moved the belief from where every sequence starts, and not that plus a start each seed learns anew
+        # (README, "A trajectory that starts at the origin"). Saved models from before it read without it.
+        self.centre_slots = bool(cfg.get("centre_slots", False))
         depth_rates = torch.linspace(0, cfg["stochastic_depth"], cfg["blocks"]).tolist()
         self.blocks = nn.ModuleList(RefinementBlock(d, cfg["heads"], cfg["dropout"], p) for p in depth_rates)
         self.memory_update = cfg["memory_update"]
@@ -196,7 +201,7 @@ class PRM(nn.Module):
         (B, T, d_z) the slices' semantic latents z (read with ``read_z``).
 
         Returns ``z_sem`` (B, d), ``logits`` (B, C), the trajectory ``P`` (B, T, d) and its start ``P0``
-        (B, d), the mean of the learned slots M_0 (of the slots kept, under slot dropout); with
+        (B, d), the mean of the slots M_0 (zero when centred; of the slots kept, under slot dropout); with
         ``latents`` also the decodable per-step latents ``z`` (B, T, d) and the head's ``step_logits``
         (B, T, C) on each of them. Padded steps repeat the last state.
         """
@@ -208,7 +213,7 @@ class PRM(nn.Module):
         tokens = tokens.transpose(0, 1).contiguous()
         x = self.embed((tokens - self.token_stats[0]) / self.token_stats[1]) + self.patch_pos + slice_embedding.transpose(0, 1)[:, :, None, :]
         reads = [block.read(x) for block in self.blocks]  # per block, per step: keys and values
-        memory = self.slots.expand(b, -1, -1)
+        memory = self.start_memory().expand(b, -1, -1)
         keep = None
         if self.training and self.slot_dropout > 0:  # drop whole slots from the read-out (never all of them)
             keep = torch.rand(b, memory.shape[1], device=memory.device) >= self.slot_dropout
@@ -227,6 +232,10 @@ class PRM(nn.Module):
             out["z"] = torch.stack(step_latents, 1)
             out["step_logits"] = self.head(out["z"])
         return out
+
+    def start_memory(self) -> torch.Tensor:
+        """M_0 (S, d): the learned slots, centred on their mean with ``centre_slots``."""
+        return self.slots - self.slots.mean(0) if self.centre_slots else self.slots
 
     @staticmethod
     def _mean(memory, keep):
