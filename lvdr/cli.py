@@ -447,9 +447,12 @@ def run(args) -> None:
 # Packages that MONAI imports when it is first imported (monai/__init__ loads every submodule, and each
 # optional dependency it finds), for parts of MONAI no stage here uses. torchvision brings torch._dynamo
 # with it: about 2 s of each of the demo's 25 jobs that load MONAI (bench/pipeline.py), more with the vlm
-# extra's transformers. The stages that do use one keep it: fetch (medmnist downloads RetinaMNIST with
-# torchvision's helper) and qwen.
-MONAI_EXTRAS = {"torchvision": {"fetch", "qwen"}, "transformers": {"qwen"}}
+# extra's transformers; matplotlib and scikit-image about 1 s more. The stages that do use one keep it:
+# fetch (medmnist downloads RetinaMNIST with torchvision's helper), qwen, and those that load lvdr.explain
+# or lvdr.report, whose modules draw figures (export too: it reuses explain's grade direction).
+DRAWING = {"explain", "decode", "grade", "report", "export"}
+MONAI_EXTRAS = {"torchvision": {"fetch", "qwen"}, "transformers": {"qwen"}, "skimage": {"fetch", "qwen"},
+                "matplotlib": {"fetch", "qwen"} | DRAWING}
 
 
 def skip_unused_imports(command: str) -> None:

@@ -53,11 +53,15 @@ def test_a_stage_process_loads_monai_without_the_extras_it_does_not_use():
              "from monai.networks.nets import DenseNet121; from monai.transforms import Spacing; "
              "from monai.networks.schedulers import DDIMScheduler; "
              "print('torchvision' in sys.modules and sys.modules['torchvision'] is not None, 'torch._dynamo' in sys.modules)")
-    stage = subprocess.run([sys.executable, "-c", probe, "train-prm"], capture_output=True, text=True, check=True)
-    assert stage.stdout.split() == ["False", "False"]
+    stage = subprocess.run([sys.executable, "-c", probe + "; print('matplotlib' in sys.modules and sys.modules['matplotlib'] is not None)",
+                            "train-prm"], capture_output=True, text=True, check=True)
+    assert stage.stdout.split() == ["False", "False", "False"]
     fetch = subprocess.run([sys.executable, "-c", probe + "; import torchvision", "fetch"], capture_output=True, text=True,
                            check=True)
     assert fetch.stdout.split()[0] == "True"
+    drawing = subprocess.run([sys.executable, "-c", probe + "; import lvdr.explain.plots", "explain"], capture_output=True,
+                             text=True, check=True)  # a stage that draws keeps matplotlib
+    assert drawing.stdout.split()[0] == "False"
 
 
 def test_python_dash_m_entry_point(tmp_path):
