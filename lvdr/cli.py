@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "first, the checks cover all (default: every results/DATASET/lvdr/seed*/)")
     _latents(p)
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
+    _threads(p)
     _common(p)
 
     p = sub.add_parser("decode", help="LVDR's reasoning states and counterfactuals, decoded into images and checked",
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset(p)
     _trained(p)
     p.add_argument("--out", metavar="DIR", help="bundle folder (default: results/DATASET/bundle)")
+    _threads(p)
     _common(p)
 
     p = sub.add_parser("grade", help="grade and explain a new scan with an exported model bundle",

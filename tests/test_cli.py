@@ -103,3 +103,19 @@ def test_wall_seconds_span_the_first_and_last_dated_log_lines(tmp_path):
     (tmp_path / "b.log").write_text("2026-12-03 00:00:01 INFO    lvdr: start\n2026-12-03 00:01:10 INFO    lvdr: done\n"
                                     "a traceback line without a date\n")
     assert wall_seconds(tmp_path) == 80.0
+
+
+def test_every_stage_that_runs_torch_keeps_to_its_rules_threads():
+    """A rule claims `threads` CPUs for its job; a stage that ran torch without --threads would use every core
+    (torch's default) beside the other jobs Snakemake starts, as explain and export once did."""
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    commands = {}
+    for smk in sorted(rules.glob("*.smk")):
+        for block in re.findall(r'shell:\n((?:\s+".*"\n?)+)', smk.read_text()):
+            command = re.search(r"(?:lvdr|\{params\.launch\}) ([a-z-]+)", block).group(1)
+            commands[command] = "--threads {threads}" in block
+    without_torch = {"fetch", "evaluate", "report", "baseline"}  # numpy, scikit-learn and the report's figures only
+    assert set(commands) >= {"prepare", "train-diffae", "cache", "train-densenet", "train-prm", "explain", "decode", "export"}
+    assert [c for c, threads in commands.items() if not threads and c not in without_torch] == []

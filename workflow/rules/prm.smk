@@ -69,7 +69,7 @@ rule explain:
     shell:
         "python -m lvdr explain {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
         "--runs {params.runs} --latents results/{wildcards.ds}/latents "
-        "--out results/{wildcards.ds}/explain --log {log}"
+        "--out results/{wildcards.ds}/explain --threads {threads} --log {log}"
 
 
 rule decode:
@@ -124,4 +124,4 @@ rule export:
         "../../environment.yml"
     shell:
         "python -m lvdr export {wildcards.ds} --config \"$LVDR_CONFIG\" --run {params.run} --diffae {input.diffae} "
-        "--classifier {input.classifier} --out results/{wildcards.ds}/bundle --log {log}"
+        "--classifier {input.classifier} --out results/{wildcards.ds}/bundle --threads {threads} --log {log}"
