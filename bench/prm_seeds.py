@@ -87,6 +87,7 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     import torch
 
     torch.set_num_threads(1)
+    from lvdr.config import variant
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.explain.deletion import deletion_test
@@ -99,7 +100,7 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     prepared = REPO / "data" / "prepared" / dataset
     latents = REPO / "results" / dataset / "latents"
     start = time.perf_counter()
-    train(cfg["prm"], prepared, latents, REPO / "results" / dataset / "diffae" / "model.pt", out, out / "predictions.parquet",
+    train(variant(cfg, None, dataset)[0], prepared, latents, REPO / "results" / dataset / "diffae" / "model.pt", out, out / "predictions.parquet",
           seed, "cpu")
     seconds = time.perf_counter() - start
     data = load_prepared(prepared)

@@ -45,6 +45,7 @@ def time_current(args) -> float:
     import torch
     from monai.networks.schedulers import DDPMScheduler
 
+    from lvdr.config import variant
     from lvdr.data import load_latents, load_prepared
     from lvdr.diffae.train import load_model
     from lvdr.prm.model import PRM
@@ -53,7 +54,7 @@ def time_current(args) -> float:
     from prm_seeds import configured
 
     torch.set_num_threads(1)
-    cfg = configured(args.config, args.set)["prm"]
+    cfg = variant(configured(args.config, args.set), None, args.dataset)[0]
     data = load_prepared(REPO / "data" / "prepared" / args.dataset)
     features = load_latents(REPO / "results" / args.dataset / "latents")
     diffae, dcfg = load_model(REPO / "results" / args.dataset / "diffae" / "model.pt", "cpu")

@@ -393,7 +393,7 @@ def run(args) -> None:
     elif args.command == "train-prm":
         from lvdr.prm.train import train as train_prm
 
-        prm_cfg, method = configs.variant(cfg, args.variant)
+        prm_cfg, method = configs.variant(cfg, args.variant, args.dataset)
         seeds = args.seed or [cfg["seed"]]
         out = per_seed(args.out or f"results/{args.dataset}/{method}/seed{{seed}}", seeds, "--out")
         predictions = per_seed(args.predictions or f"results/{args.dataset}/predictions/{method}/seed{{seed}}.parquet",

@@ -77,7 +77,17 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
 
 
 def validate(config: dict | None) -> dict:
-    """Return a validated copy of ``config`` with every default filled in."""
+    """Return a validated copy of ``config`` with every default filled in; the PRM's per-dataset and ablation
+    overrides too, merged as they will train, so that a typo in one fails now and not when its job starts."""
+    config = _validate(config)
+    prm = config["prm"]
+    for name in [None, *prm["ablations"]]:
+        for dataset in [None, *prm["by_dataset"]]:
+            variant(config, name, dataset)
+    return config
+
+
+def _validate(config: dict | None) -> dict:
     schema = load_schema()
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
@@ -144,12 +154,23 @@ def write_resolved(cfg: dict, folder: str | Path) -> Path:
     return path
 
 
-def variant(cfg: dict, name: str | None) -> tuple[dict, str]:
-    """The PRM config of an ablation from ``prm.ablations`` (validated) and its method name."""
-    if not name:
-        return cfg["prm"], "lvdr"
-    ablations = cfg["prm"]["ablations"]
-    if name not in ablations:
-        raise ConfigError(f"config key 'prm.ablations': no ablation named '{name}' (known: {', '.join(ablations) or 'none'})")
-    merged = merge(cfg["prm"], ablations[name])
-    return validate({**cfg, "prm": merged})["prm"], f"lvdr_{name}"
+def variant(cfg: dict, name: str | None, dataset: str | None = None) -> tuple[dict, str]:
+    """The PRM config (validated) that trains on ``dataset``: ``prm`` with that dataset's ``prm.by_dataset``
+    overrides and then those of the ablation ``name`` from ``prm.ablations``; and its method name."""
+    prm = cfg["prm"]
+    overrides = [prm["by_dataset"].get(dataset, {})] if dataset else []
+    if name:
+        if name not in prm["ablations"]:
+            raise ConfigError(f"config key 'prm.ablations': no ablation named '{name}' "
+                              f"(known: {', '.join(prm['ablations']) or 'none'})")
+        overrides.append(prm["ablations"][name])
+    if not any(overrides):
+        return prm, f"lvdr_{name}" if name else "lvdr"
+    for update in overrides:
+        prm = merge(prm, update)
+    try:
+        prm = _validate({**cfg, "prm": prm})["prm"]
+    except ConfigError as exc:
+        where = " and ".join(filter(None, [dataset and f"prm.by_dataset.{dataset}", name and f"prm.ablations.{name}"]))
+        raise ConfigError(f"{exc} (with the overrides of {where})") from None
+    return prm, f"lvdr_{name}" if name else "lvdr"

@@ -41,6 +41,21 @@ def test_padding_does_not_change_a_sequence():
     torch.testing.assert_close(batched["P"][0, 3:], batched["P"][0, 2:3].expand(4, -1))  # padding repeats the state
 
 
+def test_a_pass_given_the_inputs_reads_is_the_pass_that_reads_them():
+    """MC dropout reads each batch once and runs every pass on that read: the passes must draw and compute
+    exactly what a pass reading the inputs itself would."""
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(), Z).train()
+    tokens, depth, mask, codes = inputs([3, 7, 5])
+    with torch.no_grad():
+        reads = model.read(tokens, depth, codes)
+        torch.manual_seed(1)
+        given = [model(tokens, depth, mask, codes, reads=reads)["logits"] for _ in range(2)]
+        torch.manual_seed(1)
+        own = [model(tokens, depth, mask, codes)["logits"] for _ in range(2)]
+    assert torch.equal(given[0], own[0]) and torch.equal(given[1], own[1]) and not torch.equal(own[0], own[1])
+
+
 def test_pooling_is_invariant_to_slot_order():
     torch.manual_seed(0)
     model = PRM(C, K, D, 5, prm_config(), Z).eval()
@@ -333,6 +348,21 @@ def test_ablation_variant_overrides_the_config():
     assert method == "lvdr_no_traj" and prm["lambda_traj"] == 0.0 and prm["lambda_ord"] == cfg["prm"]["lambda_ord"]
     with pytest.raises(configs.ConfigError, match="no ablation named 'nope'"):
         configs.variant(cfg, "nope")
+
+
+def test_a_datasets_overrides_apply_to_it_alone_and_under_its_ablations():
+    cfg = configs.validate({"prm": {"train": {"steps": 200, "lr": 0.002}, "by_dataset": {"spider": {"train": {"steps": 120}}},
+                                    "ablations": {"no_traj": {"lambda_traj": 0.0}, "long": {"train": {"steps": 300}}}}})
+    spider, brats = configs.variant(cfg, None, "spider")[0], configs.variant(cfg, None, "brats")[0]
+    assert (spider["train"]["steps"], spider["train"]["lr"], brats["train"]["steps"]) == (120, 0.002, 200)
+    ablation, method = configs.variant(cfg, "no_traj", "spider")
+    assert method == "lvdr_no_traj" and ablation["train"]["steps"] == 120 and ablation["lambda_traj"] == 0.0
+    assert configs.variant(cfg, "long", "spider")[0]["train"]["steps"] == 300  # the ablation's own override wins
+    # a typo inside an override fails when the config is read, naming the key and where it came from
+    with pytest.raises(configs.ConfigError, match=r"'prm\.train\.stepz'; did you mean 'steps'.*prm\.by_dataset\.spider"):
+        configs.validate({"prm": {"by_dataset": {"spider": {"train": {"stepz": 120}}}}})
+    with pytest.raises(configs.ConfigError, match=r"prm\.by_dataset.*'spidr' is not one of"):
+        configs.validate({"prm": {"by_dataset": {"spidr": {"train": {"steps": 120}}}}})
 
 
 def test_checkpoint_of_another_architecture_is_not_resumed(tmp_path):

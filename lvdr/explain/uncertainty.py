@@ -40,8 +40,9 @@ def mc_dropout_probabilities(model, seqs, features, passes: int, seed: int, batc
     device = next(model.parameters()).device
     for start in range(0, len(seqs), batch_size):
         inputs = collate(seqs[start:start + batch_size], features, device)
+        reads = model.read(inputs["tokens"], inputs["depth"], inputs["codes"])  # the same in every pass
         for k in range(passes):
-            out[k, start:start + batch_size] = model(**inputs)["logits"].float().softmax(1).cpu().numpy()
+            out[k, start:start + batch_size] = model(**inputs, reads=reads)["logits"].float().softmax(1).cpu().numpy()
     model.eval()
     return out
 

@@ -196,9 +196,21 @@ class PRM(nn.Module):
             return self.update(proposal)
         return proposal
 
-    def forward(self, tokens, depth, mask, codes=None, latents: bool = False):
+    def read(self, tokens, depth, codes=None) -> list[tuple[torch.Tensor, ...]]:
+        """What every block reads of every slice: per block, per step, the keys and values (B, K, 2d). No
+        randomness: passes that differ only in their dropout draws (MC dropout) can share one read."""
+        slice_embedding = sinusoidal(depth, self.d)
+        if self.read_z:
+            slice_embedding = slice_embedding + self.embed_z((codes - self.z_stats[0]) / self.z_stats[1])
+        # time-major (T, B, K, .) from here on, so that each step's keys and values are one contiguous block
+        tokens = tokens.transpose(0, 1).contiguous()
+        x = self.embed((tokens - self.token_stats[0]) / self.token_stats[1]) + self.patch_pos + slice_embedding.transpose(0, 1)[:, :, None, :]
+        return [block.read(x) for block in self.blocks]
+
+    def forward(self, tokens, depth, mask, codes=None, latents: bool = False, reads=None):
         """tokens (B, T, K, c), depth (B, T) slice positions, mask (B, T) True at real slices, codes
-        (B, T, d_z) the slices' semantic latents z (read with ``read_z``).
+        (B, T, d_z) the slices' semantic latents z (read with ``read_z``); ``reads``: ``read`` of these
+        inputs, when the caller already has it.
 
         Returns ``z_sem`` (B, d), ``logits`` (B, C), the trajectory ``P`` (B, T, d) and its start ``P0``
         (B, d), the mean of the slots M_0 (zero when centred; of the slots kept, under slot dropout); with
@@ -206,13 +218,7 @@ class PRM(nn.Module):
         (B, T, C) on each of them. Padded steps repeat the last state.
         """
         b, t_max = tokens.shape[:2]
-        slice_embedding = sinusoidal(depth, self.d)
-        if self.read_z:
-            slice_embedding = slice_embedding + self.embed_z((codes - self.z_stats[0]) / self.z_stats[1])
-        # time-major (T, B, K, .) from here on, so that each step's keys and values are one contiguous block
-        tokens = tokens.transpose(0, 1).contiguous()
-        x = self.embed((tokens - self.token_stats[0]) / self.token_stats[1]) + self.patch_pos + slice_embedding.transpose(0, 1)[:, :, None, :]
-        reads = [block.read(x) for block in self.blocks]  # per block, per step: keys and values
+        reads = self.read(tokens, depth, codes) if reads is None else reads
         memory = self.start_memory().expand(b, -1, -1)
         keep = None
         if self.training and self.slot_dropout > 0:  # drop whole slots from the read-out (never all of them)
