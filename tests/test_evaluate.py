@@ -298,3 +298,18 @@ def test_a_temperature_at_the_fits_bound_is_marked_as_such():
     assert not at_bound(fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]), np.array([0, 1, 1])))
     assert "bound" in _temperature(separable, at_bound(separable))
     assert _temperature(1.23, False) == "1.23"
+
+
+def test_the_report_names_the_machines_gpus_from_nvidia_smi(tmp_path, monkeypatch):
+    """The GPU line comes from nvidia-smi; without it (or when it fails) the machine has none."""
+    from lvdr.report import provenance
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf 'NVIDIA H200\\nNVIDIA H200\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "GPU: NVIDIA H200, NVIDIA H200," in provenance.device("auto")
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert provenance.gpus() == "none"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert provenance.gpus() == "none"
