@@ -346,14 +346,14 @@ def run(args) -> None:
         from lvdr import fetch
 
         out = args.out or f"data/raw/{args.dataset}"
-        path = fetch.run(args.dataset, cfg[args.dataset], out, cfg["seed"])
+        path = fetch.run(args.dataset, cfg[args.dataset], out, cfg["data_seed"])
         log.info("fetch %s: manifest written to %s", args.dataset, path)
     elif args.command == "prepare":
         from lvdr import prepare
 
         manifest = args.manifest or f"data/raw/{args.dataset}/manifest.json"
         out = args.out or f"data/prepared/{args.dataset}"
-        prepare.run(args.dataset, cfg[args.dataset], manifest, out, cfg["seed"], args.threads)
+        prepare.run(args.dataset, cfg[args.dataset], manifest, out, cfg["data_seed"], args.threads)
     elif args.command == "train-diffae":
         from lvdr.diffae.train import train
 

@@ -15,6 +15,7 @@ SHARED_SPIDER = REPO.parent / "shared" / "data" / "spider"
 
 TINY = {
     "seed": 3,
+    "data_seed": 3,
     "spider": {
         "demo": {"n_patients": 6, "discs_per_patient": 2, "in_plane_px": 64, "in_plane_mm": 2.5, "n_sagittal": 7,
                  "slice_mm": 6.0},

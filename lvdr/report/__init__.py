@@ -232,7 +232,7 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
     if not meta_path.exists():
         raise DataError(f"{folder}: not prepared (no prepare.json); run `lvdr prepare {name}` first")
     meta = read_json(meta_path)
-    source = data_source(name, meta, cfg["seed"])
+    source = data_source(name, meta, cfg["data_seed"])
     table = pd.read_parquet(folder / "slices.parquet")
     slices = np.load(folder / "slices.npy", mmap_mode="r")
     sequences = table.drop_duplicates("seq_id")
@@ -295,7 +295,7 @@ def write(cfg: dict, prepared: Path, results: Path, out: Path, config_files: lis
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     facts = provenance.collect(cfg, configs.dump(cfg), config_files or [], logs, {s["name"]: s["meta"] for s in sections})
     html = env.get_template("report.html.j2").render(
-        sections=sections, version=__version__, seed=cfg["seed"], provenance=facts,
+        sections=sections, version=__version__, seed=cfg["seed"], data_seed=cfg["data_seed"], provenance=facts,
         demo=[s for s in sections if s["source"]["kind"] == "demo"],
         created=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     )

@@ -70,7 +70,7 @@ def data_source(name: str, meta: dict, seed: int) -> dict:
     sums = "; ".join(f"{file} {value}" for file, value in data.get("checksums", {}).items())
     if data["source"] == "demo":
         return {"kind": "demo", "title": title,
-                "text": f"{title}: generated demo data (lvdr's generator, seed {seed}, in the real file formats) in "
+                "text": f"{title}: generated demo data (lvdr's generator, data seed {seed}, in the real file formats) in "
                         f"{data['path']}, standing in for the real {title}"}
     return {"kind": "real", "text": f"{title}: the real data, from {data['path']} (source: {data['source']})"
                                      + (f"; {sums}" if sums else "")}
@@ -97,7 +97,7 @@ def collect(cfg: dict, config_text: str, config_files: list[str], logs: Path, me
         "device": device(cfg["device"]),
         "config_files": config_files or ["(not given)"],
         "config_text": config_text,
-        "sources": [{**data_source(name, meta, cfg["seed"]), "terms": TERMS.get(name, "")} for name, meta in metas.items()],
+        "sources": [{**data_source(name, meta, cfg["data_seed"]), "terms": TERMS.get(name, "")} for name, meta in metas.items()],
         "bootstrap": cfg["evaluate"]["bootstrap"],
         "times": {"header": header, "rows": rows, "total": total},
     }

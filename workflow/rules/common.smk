@@ -21,8 +21,9 @@ wildcard_constraints:
 
 
 def section(ds):
-    """A dataset's config (plus the seed) as text: a change to it re-runs that dataset's jobs."""
-    return json.dumps({"seed": config["seed"], ds: config[ds]}, sort_keys=True)
+    """A dataset's config (plus the data's seed) as text: a change to it re-runs that dataset's jobs.
+    The training `seed` is not in it: a new one retrains on the same data (the models' sections hold it)."""
+    return json.dumps({"data_seed": config["data_seed"], ds: config[ds]}, sort_keys=True)
 
 
 def code(*paths):

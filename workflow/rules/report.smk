@@ -12,7 +12,7 @@ rule report:
         metrics=expand("results/{ds}/metrics.json", ds=DATASETS),
         code=code("report/__init__.py", "report/figures.py", "report/templates/report.html.j2"),
     params:
-        report=json.dumps({"datasets": DATASETS, "prm_datasets": PRM_DATASETS, "report": config["report"], "seed": config["seed"]}),
+        report=json.dumps({"datasets": DATASETS, "prm_datasets": PRM_DATASETS, "report": config["report"], "seed": config["seed"], "data_seed": config["data_seed"]}),
         config_files=" ".join(f"'{os.path.relpath(f)}'" for f in workflow.configfiles),
     log:
         "logs/report.log",
