@@ -103,13 +103,14 @@ def test_dvc_repro_builds_the_report(project):
 
     times = job_times(project / "logs", cpu=True)  # what bench/pipeline.py sums: every job's wall and CPU seconds
     assert len(times) > 20 and all(cpu is not None and cpu > 0 for _, _, cpu in times)
-    # bench/acceptance.py reads a finished run: every target gets a line with its verdict, and the two-draw check runs
+    # bench/acceptance.py reads a finished run: every target gets a line with its verdict, and the two-run check runs
+    # (the same run twice: the same data_seed, so it holds the two to the seeds' spread)
     done = subprocess.run([sys.executable, str(REPO / "bench" / "acceptance.py"), str(project), str(project)],
                           capture_output=True, text=True)
     lines = [line.split(None, 1)[0] for line in done.stdout.splitlines() if line.startswith("  ")]
     assert len(lines) == 12 * 2 + 4 and set(lines) <= {"met", "NOT"}, done.stdout + done.stderr
     assert done.returncode == (1 if "NOT" in lines else 0) and "Traceback" not in done.stderr
-    assert "two draws agree: brats auc_bin" in done.stdout and "differ by 0.000" in done.stdout
+    assert "the same data, two seeds agree: brats auc_bin" in done.stdout and "differ by 0.000" in done.stdout
 
 
 def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project):
