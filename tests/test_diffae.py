@@ -120,6 +120,46 @@ def test_training_loop_writes_outputs_and_resume_matches(spider_prepared, diffae
         assert arrays["original"].shape[0] == 2
 
 
+def test_several_inits_keep_the_best_probed_one_and_train_it_on_as_a_single_run_would(spider_prepared, diffae_config,
+                                                                                       tmp_path, kill_at, caplog):
+    """diffae.inits: each init trains init_probe_steps steps, the training-split probe picks one, and that one
+    trains on exactly as a single run from its seed; a run killed after the choice resumes the kept init."""
+    import re
+
+    from kill import Killed
+
+    cfg = {**diffae_config, "inits": 3, "init_probe_steps": 2}
+    caplog.set_level(logging.INFO)
+    chosen = train(cfg, spider_prepared, tmp_path / "three", seed=1, device_name="cpu")
+    probes = re.findall(r"init \d of 3 \(seed (\d+)\) after 2 steps: training-split grade probe MAE (\S+)", caplog.text)
+    assert [int(s) for s, _ in probes] == [1, 1001, 2001]
+    kept = int(re.search(r"kept the init with seed (\d+)", caplog.text).group(1))
+    errors = [float(e) for _, e in probes if e != "n/a"]
+    if errors:
+        assert float(dict(probes)[str(kept)]) == min(errors)
+    single = train({**diffae_config, "inits": 1}, spider_prepared, tmp_path / "single", seed=kept, device_name="cpu")
+    a, b = (torch.load(path, weights_only=False)["state_dict"] for path in (chosen, single))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    kill_at(4)  # after the choice (step 2) and the checkpoint at step 3
+    with pytest.raises(Killed):
+        train(cfg, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu")
+    resumed = torch.load(train(cfg, spider_prepared, tmp_path / "resumed", seed=1, device_name="cpu"),
+                         weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], resumed[k]) for k in a)
+
+
+def test_the_init_probe_reads_the_grade_from_latents_that_carry_it():
+    from lvdr.diffae.probe import grade_error
+
+    rng = np.random.default_rng(0)
+    grade = np.repeat(np.arange(5), 8)
+    patient = np.arange(len(grade)) // 2
+    noise = rng.normal(size=(len(grade), 6))
+    informative = noise + 3 * np.eye(6)[grade]  # each grade its own direction in z
+    assert grade_error(informative, grade, patient, 0) < 0.2 < grade_error(noise, grade, patient, 0)
+    assert grade_error(noise, np.zeros_like(grade), patient, 0) is None  # one grade: nothing to probe
+
+
 def test_checkpoint_of_another_config_is_not_resumed(spider_prepared, diffae_config, tmp_path, warnings_logged):
     train(diffae_config, spider_prepared, tmp_path, seed=1, device_name="cpu")
     other = {**diffae_config, "z_dim": 8}
