@@ -1,6 +1,7 @@
 """Stage 1's spread over seeds: train the DiffAE once per seed on a prepared dataset, cache its latents,
 and fit DiffAE + LR (the latent baseline, slices aggregated to the sequence) on them; print each seed's
-test metrics, with mean and sd across seeds. Every later model reads these latents, so this is the
+test metrics, with mean and sd across seeds, and the training-split grade probe that ``diffae.inits``
+chooses by (lvdr.diffae.probe). Every later model reads these latents, so this is the
 floor and the spread that stage 1 hands on. Runs go to a scratch folder, so results/ is left alone;
 --jobs trains that many seeds side by side on one thread each.
 
@@ -31,7 +32,8 @@ def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list
     from lvdr.baselines.latent import fit_predict
     from lvdr.data import load_latents, load_prepared
     from lvdr.diffae.cache import build_cache
-    from lvdr.diffae.train import train
+    from lvdr.diffae.probe import grade_error, sequence_means
+    from lvdr.diffae.train import load_model, train
     from lvdr.evaluate.metrics import point_metrics
 
     cfg = configured(config_files, sets)
@@ -44,7 +46,8 @@ def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list
     z, _ = load_latents(out / "latents")
     frame, fitted = fit_predict("diffae_lr", np.asarray(z), data, cfg["baselines"], cfg["seed"])
     metrics = point_metrics(frame[frame.split == "test"], data.meta["task"], data.num_classes)
-    return {"seed": seed, "seconds": seconds, "C": fitted["C"], **{k: metrics[k] for k in KEYS}}
+    probe = grade_error(*sequence_means(load_model(model)[0], data, "cpu"), cfg["seed"])  # what diffae.inits reads
+    return {"seed": seed, "seconds": seconds, "C": fitted["C"], "probe": probe, **{k: metrics[k] for k in KEYS}}
 
 
 def main() -> int:
@@ -57,7 +60,7 @@ def main() -> int:
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_one, *zip(*[(prepared, s, args.config, args.set, scratch) for s in args.seeds])))
-    print_seed_table(rows, ("C",), KEYS)
+    print_seed_table(rows, ("C",), ("probe",) + KEYS)
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     return 0
 

@@ -40,16 +40,33 @@ def test_model_shapes_and_conditioning(diffae_config):
     assert not torch.allclose(model.decoder(x, t, z), model.decoder(x, t, z + 1.0)), "z must change the output"
 
 
-def test_unit_z_init_scales_z_to_unit_spread_and_nothing_else(diffae_config):
-    model = DiffAE(1, 16, diffae_config)
+@pytest.mark.parametrize("pool", ["avg", "avgmax"])
+def test_unit_z_init_scales_z_to_unit_spread_and_nothing_else(diffae_config, pool):
+    model = DiffAE(1, 16, {**diffae_config, "encoder_pool": pool})
     x = blobs()
     z0, tokens0 = model.encode(x)
     factor = model.encoder.init_unit_z(x)
     z1, tokens1 = model.encode(x)
-    assert factor > 1 and float(z0.std()) < 0.5  # the default init's z is small
+    if pool == "avg":  # the default init's mean-pooled z is small (the max-pooled one is not: the maxima are not centred)
+        assert factor > 1 and float(z0.std()) < 0.5
     assert float(z1.std()) == pytest.approx(1.0, abs=1e-4)
     torch.testing.assert_close(z1, z0 * factor)  # the same code, in a larger unit
     torch.testing.assert_close(tokens1, tokens0)  # the tokens come before the scaled layer
+
+
+def test_avgmax_z_keeps_a_feature_of_a_few_pixels_that_the_mean_dilutes(diffae_config):
+    from lvdr.diffae.model import AvgMaxPool
+
+    h = torch.zeros(2, 3, 8, 8)
+    h[1, 0, 2:4, 5:7] = 1.0  # four of 64 pixels light up in one channel
+    pooled = AvgMaxPool()(h).flatten(1)  # (mean, max) of each channel
+    assert pooled.shape == (2, 6)
+    difference = (pooled[1] - pooled[0]).tolist()
+    assert difference == pytest.approx([4 / 64, 0, 0, 1.0, 0, 0])  # the mean sees 1/16 of it, the maximum all
+    avg, avgmax = (DiffAE(1, 16, {**diffae_config, "encoder_pool": pool}) for pool in ("avg", "avgmax"))
+    assert avgmax.encoder.out[-2].in_channels == 2 * avg.encoder.out[-2].in_channels
+    z, tokens = avgmax.encode(blobs(3))
+    assert z.shape == (3, diffae_config["z_dim"]) and tokens.shape == avg.encode(blobs(3))[1].shape
 
 
 def fit(model, images, steps, timesteps=1000, seed=0):

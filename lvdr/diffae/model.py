@@ -1,6 +1,7 @@
 """The diffusion autoencoder (Preechakul et al. 2022) in 2D.
 
-A semantic encoder (a UNet down path without time input, global average pooling to z) and a
+A semantic encoder (a UNet down path without time input, global average pooling to z, or
+with ``encoder_pool: avgmax`` each channel's mean and maximum) and a
 noise-predicting UNet decoder conditioned on z the DiffAE way: in every residual block
 ``h = GN(h) * (1 + t_scale) + t_shift`` and then ``h = h * (1 + z_scale)``. Only that
 conditioning is hand-written; attention, timestep embedding and downsampling are MONAI's.
@@ -65,11 +66,18 @@ class Level(nn.Module):
         )
 
 
+class AvgMaxPool(nn.Module):
+    """Each channel's mean and maximum over the map, side by side (2c channels, 1 x 1)."""
+
+    def forward(self, h):
+        return torch.cat([F.adaptive_avg_pool2d(h, 1), F.adaptive_max_pool2d(h, 1)], dim=1)
+
+
 class SemanticEncoder(nn.Module):
     """x -> (z, tokens): z is the global semantic code, tokens the token_grid x token_grid feature map."""
 
     def __init__(self, in_channels: int, image_size: int, base: int, mult, num_res_blocks: int,
-                 attention_resolutions, z_dim: int, token_grid: int = 8):
+                 attention_resolutions, z_dim: int, token_grid: int = 8, pool: str = "avg"):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
         self.levels, self.downs = nn.ModuleList(), nn.ModuleList()
@@ -85,8 +93,9 @@ class SemanticEncoder(nn.Module):
             self.downs.append(nn.Identity() if last else DiffusionUnetDownsample(2, channels, use_conv=True))
             res = res if last else res // 2
         self.token_channels = base * mult[self.token_level]
-        self.out = nn.Sequential(nn.GroupNorm(_groups(channels), channels), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
-                                 nn.Conv2d(channels, z_dim, 1), nn.Flatten())
+        pooling, pooled = (nn.AdaptiveAvgPool2d(1), channels) if pool == "avg" else (AvgMaxPool(), 2 * channels)
+        self.out = nn.Sequential(nn.GroupNorm(_groups(channels), channels), nn.SiLU(), pooling,
+                                 nn.Conv2d(pooled, z_dim, 1), nn.Flatten())
 
     @torch.no_grad()
     def init_unit_z(self, x) -> float:
@@ -178,7 +187,8 @@ class DiffAE(nn.Module):
     def __init__(self, in_channels: int, image_size: int, cfg: dict):
         super().__init__()
         self.encoder = SemanticEncoder(in_channels, image_size, cfg["base_channels"], cfg["encoder_channel_mult"],
-                                       cfg["num_res_blocks"], cfg["attention_resolutions"], cfg["z_dim"])
+                                       cfg["num_res_blocks"], cfg["attention_resolutions"], cfg["z_dim"],
+                                       pool=cfg.get("encoder_pool", "avg"))
         self.decoder = ConditionalUNet(in_channels, image_size, cfg["base_channels"], cfg["channel_mult"],
                                        cfg["num_res_blocks"], cfg["attention_resolutions"], cfg["z_dim"], cfg["dropout"])
 
