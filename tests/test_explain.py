@@ -21,6 +21,7 @@ def test_a_model_that_learned_gets_supporting_verdicts():
     v = verdicts(checks())
     assert [v[k][0] for k in ("evidence", "position", "deletion", "deletion_position", "norm")] == ["supports"] * 5
     assert "ρ = 0.3, p = 0.0001" in v["evidence"][1]
+    assert "lowest for grade 0, the grade nearest the start" in v["norm"][1]
 
 
 def test_each_failed_check_says_so():
@@ -122,6 +123,7 @@ def test_the_norm_reading_must_hold_across_seeds_in_one_direction():
     flipped = agree[:2] + [norm(-0.7, 1e-5, [1.4, 1.2, 1.0])]
     word, why = norm_across_seeds(flipped)
     assert word == "does not support" and "disagree on its direction" in why and "0.8, 0.7, -0.7" in why
+    assert "the grade nearest the start (lowest mean ||P_t||) 0, 0, 2" in why  # the flipped seed starts at the top grade
     shifted = [norm(0.8, 1e-6, [1.0, 1.1, 1.2]), norm(0.8, 1e-6, [2.0, 2.1, 2.2]), norm(0.8, 1e-6, [0.5, 0.6, 0.7])]
     word, why = norm_across_seeds(shifted)  # each seed orders the grades, but the seeds' norms differ far more
     assert word == "does not support" and "differ less than the seeds do" in why

@@ -74,11 +74,24 @@ def verdicts(checks: dict) -> dict:
     if n["rho"] is None:
         out["norm"] = ("not applicable", "the test sequences hold one grade only")
     elif n["p"] < EVIDENCE_P:
-        out["norm"] = ("supports", f"a sequence's mean ||P_t|| changes with its grade (ρ = {_g(n['rho'])}, p = {_g(n['p'])})")
+        out["norm"] = ("supports", f"a sequence's mean ||P_t|| changes with its grade (ρ = {_g(n['rho'])}, p = {_g(n['p'])}; "
+                                   f"{_nearest(n)})")
     else:
         out["norm"] = ("does not support", f"the mean ||P_t|| does not follow the grade (ρ = {_g(n['rho'])}, "
-                                           f"p = {_g(n['p'])}; needs p < {EVIDENCE_P})")
+                                           f"p = {_g(n['p'])}; needs p < {EVIDENCE_P}; {_nearest(n)})")
     return out
+
+
+def nearest_grade(norm: dict) -> str:
+    """The grade whose sequences' mean ||P_t|| is lowest: the grade that stays nearest the start P_0 = 0. Which
+    grade that is, the objective leaves to the seed (README, "Which grade sits at the start"), and ||P_t||
+    grows away from it, so a seed with the start at the highest grade orders the grades the other way."""
+    means = norm["grade_means"]
+    return str(min(means, key=means.get))
+
+
+def _nearest(norm: dict) -> str:
+    return f"lowest for grade {nearest_grade(norm)}, the grade nearest the start"
 
 
 def _p(p: float | None) -> str:
@@ -109,7 +122,8 @@ def norm_across_seeds(norms: list[dict]) -> tuple[str, str]:
     separation, spread = float(np.ptp(means.mean(0))), float(means.std(0, ddof=1).mean())
     rhos = ", ".join(_g(n["rho"]) for n in norms)
     effect = (f"over {len(norms)} seeds the grades' mean ||P_t|| differ by {_g(separation)} (range of the seed means), "
-              f"a grade's mean varies by {_g(spread)} between seeds (sd); ρ with the grade {rhos}")
+              f"a grade's mean varies by {_g(spread)} between seeds (sd); ρ with the grade {rhos}; the grade nearest "
+              f"the start (lowest mean ||P_t||) {', '.join(nearest_grade(n) for n in norms)}")
     signs = {np.sign(n["rho"]) for n in norms if n["p"] < EVIDENCE_P}
     if len(signs) > 1:
         return ("does not support", effect + ": the seeds disagree on its direction, so the norm carries no reading "
