@@ -91,7 +91,8 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.explain.deletion import deletion_test
-    from lvdr.explain.trajectories import evidence_correlation, load_trajectories, norm_separation, step_profile
+    from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, load_trajectories, norm_separation,
+                                           step_profile)
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 
@@ -118,7 +119,8 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
             "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],
             "rho": corr["rho"], "rho_p": corr["p"], "rho_pos": profiled["rho"], "rho_pos_p": profiled["p"],
-            **{f"del_{k}": deletion.get(k) for k in DELETION}, "norm": norm_separation(trajs)}
+            **{f"del_{k}": deletion.get(k) for k in DELETION}, "norm": norm_separation(trajs),
+            "centroid": centroid_approach([t for t in every if t["split"] == "train"], trajs)}
 
 
 def main() -> int:
@@ -127,7 +129,7 @@ def main() -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     args = parser.parse_args()
-    from lvdr.explain.verdicts import norm_across_seeds
+    from lvdr.explain.verdicts import centroid_verdict, norm_across_seeds, order_verdict
 
     scratch = args.keep or tempfile.mkdtemp(prefix="prm_seeds_")
     start = time.perf_counter()
@@ -136,14 +138,15 @@ def main() -> int:
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
           f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'drop top':>8} "
-          f"{'drop rnd':>8} {'norm rng':>8} {'n rho':>6}")
+          f"{'drop rnd':>8} {'norm rng':>8} {'n rho':>6} {'centroid':>16} {'order':>16}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         print(f"{r['dataset']:8} {r['seed']:>4} {r['seconds']:5.0f} {r['best_step']:>5} {fmt(r['auc'], '6.3f')} "
               f"{fmt(r['f1'], '6.3f')} {fmt(r['mae'], '6.3f')} {fmt(r['rho'], '7.3f')} {fmt(r['rho_p'], '8.1e')} "
               f"{fmt(r['rho_pos'], '7.3f')} {fmt(r['rho_pos_p'], '8.1e')} {fmt(r['del_shift_top'], '8.3f')} {fmt(r['del_shift_random'], '8.3f')} {fmt(r['del_p_shift'], '7.3f')} "
               f"{fmt(r['del_shift_usual'], '9.3f')} {fmt(r['del_p_shift_usual'], '7.3f')} {fmt(r['del_drop_top'], '8.3f')} "
-              f"{fmt(r['del_drop_random'], '8.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')}")
+              f"{fmt(r['del_drop_random'], '8.3f')} {fmt(r['norm']['range'], '8.3f')} {fmt(r['norm']['rho'], '6.2f')} "
+              f"{centroid_verdict(r['centroid'])[0]:>16} {order_verdict(r['centroid'])[0]:>16}")
     for ds in args.datasets:
         mine = [r for r in rows if r["dataset"] == ds]
         for key in ("auc", "f1", "mae"):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from lvdr.explain.trajectories import evidence_correlation, step_profile
-from lvdr.explain.verdicts import norm_across_seeds, verdicts
+from lvdr.explain.trajectories import centroid_approach, evidence_correlation, step_profile
+from lvdr.explain.verdicts import every_seed, norm_across_seeds, verdicts
 
 
 def checks(rho=0.3, p=1e-4, shift_top=0.2, shift_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
@@ -130,3 +130,46 @@ def test_the_norm_reading_must_hold_across_seeds_in_one_direction():
     weak = agree[:2] + [norm(0.2, 0.3, [1.0, 1.1, 1.3])]
     assert "not every seed" in norm_across_seeds(weak)[1]
     assert norm_across_seeds(agree[:1])[0] == "not applicable"
+
+
+def paths_to(targets, grades, rng, length=8, noise=0.05):
+    """Straight paths from the common start 0 to each sequence's target state, a little noise on every state."""
+    return [{"P": np.linspace(0, 1, length + 1)[1:, None] * target + rng.normal(0, noise, (length, len(target))),
+             "grade": int(g), "split": "test"} for target, g in zip(targets, grades)]
+
+
+def test_the_centroid_check_tells_paths_that_head_for_their_grade_from_paths_that_do_not():
+    """The PCA figure's reading: grade g's paths end near c_g, with c_g on an ordered curve (a grade further
+    away is a centroid further away); the same paths with the grades shuffled must fail every part."""
+    rng = np.random.default_rng(0)
+    corners = {g: np.array([np.cos(g * 0.6), np.sin(g * 0.6), 0.3 * g]) for g in range(5)}
+    grades = rng.integers(0, 5, 120)
+    train = paths_to([corners[g] for g in grades], grades, rng)
+    test_grades = rng.integers(0, 5, 60)
+    test = paths_to([corners[g] for g in test_grades], test_grades, rng)
+    c = centroid_approach(train, test)
+    assert c["n_sequences"] == 60 and c["agreement"] > 0.9 and c["p_agreement"] < 1e-6
+    assert c["margin_last"] > c["margin_first"] and c["p_rise"] < 1e-6 and c["order_rho"] > 0.8 and c["order_p"] < 0.01
+    v = verdicts({**checks(), "centroid": c})
+    assert v["centroid"][0] == v["order"][0] == "supports" and "its own grade's for" in v["centroid"][1]
+    shuffled = [{**t, "grade": int(g)} for t, g in zip(test, rng.permutation(test_grades))]
+    word, why = verdicts({**checks(), "centroid": centroid_approach(train, shuffled)})["centroid"]
+    assert word == "does not support" and "no more often than chance" in why and "do not head for" in why
+    # centroids out of the grades' order: grade 2's paths where grade 4's should be, and the reverse
+    swapped = {**corners, 2: corners[4], 4: corners[2]}
+    train_swapped = paths_to([swapped[g] for g in grades], grades, rng)
+    c = centroid_approach(train_swapped, paths_to([swapped[g] for g in test_grades], test_grades, rng))
+    v = verdicts({**checks(), "centroid": c})
+    assert c["agreement"] > 0.9 and v["centroid"][0] == "supports"  # the paths still end at their own centroid
+    assert v["order"][0] == "does not support" and "nearer grades far from theirs" in v["order"][1]
+    # two grades: no order to test; one grade, or no test path: nothing to check
+    binary = paths_to([corners[g % 2] for g in test_grades], test_grades % 2, rng)
+    assert verdicts({**checks(), "centroid": centroid_approach(binary, binary)})["order"][0] == "not applicable"
+    assert centroid_approach(train[:0], test)["n_sequences"] == 0
+    assert verdicts(checks())["centroid"][0] == verdicts(checks())["order"][0] == "not applicable"
+
+
+def test_every_seed():
+    assert every_seed(["supports", "supports"]) == ("supports", "supports in 2 of 2 seeds")
+    assert every_seed(["supports", "does not support", "not applicable"]) == ("does not support", "supports in 1 of 2 seeds")
+    assert every_seed(["not applicable"])[0] == "not applicable"

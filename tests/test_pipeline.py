@@ -85,6 +85,8 @@ def test_dvc_repro_builds_the_report(project):
                       "L_move, the mean step length") >= 2
     assert "deletion: largest steps matter more" in html and html.count('class="verdict-') >= 2 * 3 * 2
     assert html.count("Across the seeds, does ||P_t|| separate the grades") == 2  # SPIDER and BraTS
+    assert html.count("paths end at their grade&#39;s centroid") == 2 and html.count("centroids in grade order") == 2
+    assert html.count("do the paths end at their own grade&#39;s centroid in every seed?") == 2
     assert "Each method against LVDR, paired" in html and "MAE (ord) minus LVDR" in html
     spider = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]
     assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1

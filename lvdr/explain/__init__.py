@@ -2,7 +2,8 @@
 which runs the trajectory checks for every trained run (one per seed) and writes the figures and
 ``summary.json``; ``visualise`` (`lvdr decode`) does the same for the decoded images.
 
-- ``trajectories``: the paper's readings of P_1..P_T (PCA paths, norm profile, step size vs evidence)
+- ``trajectories``: the paper's readings of P_1..P_T (PCA paths and the grade centroids, norm profile, step
+  size vs evidence)
 - ``deletion``: does deleting the largest-step slices change the prediction more than random ones?
 - ``uncertainty``: MC-dropout uncertainty per sequence and the referral curve
 - ``decoding``: the reasoning states z_t decoded into images, graded again by re-encoding; stochastic decodes
@@ -23,10 +24,10 @@ from tqdm import tqdm
 from lvdr.data import load_prepared
 from lvdr.explain.deletion import deletion_figure, deletion_test
 from lvdr.explain.plots import pick
-from lvdr.explain.trajectories import (evidence_correlation, load_trajectories, norm_figure, norm_separation, pca_figure,
-                                       step_profile, step_sizes, steps_figure)
+from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, load_trajectories, norm_figure,
+                                       norm_separation, pca_figure, step_profile, step_sizes, steps_figure)
 from lvdr.explain.uncertainty import referral_check, referral_figure
-from lvdr.explain.verdicts import norm_across_seeds, verdicts
+from lvdr.explain.verdicts import CHECKS, every_seed, norm_across_seeds, verdicts
 from lvdr.files import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,13 @@ def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, delet
                train: list[dict] | None = None, passes: int = 0) -> dict:
     """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
     step size against evidence (Spearman; with ``train`` also relative to the typical step at each point
-    of a sequence), the norm profile by grade, and the deletion test."""
+    of a sequence), the norm profile by grade, the deletion test and, with ``train``, the paths against
+    the training grade centroids (the PCA figure's reading)."""
     checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
     profile = step_profile(train) if train else None
     if train:
         checks["correlation_position"] = evidence_correlation(test, evidence, profile)
+        checks["centroid"] = centroid_approach(train, test)
     if deletion is not None and (run / "model.pt").exists():
         checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, profile=profile, **deletion)
     if passes and (run / "model.pt").exists():
@@ -71,7 +74,8 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
     data = load_prepared(prepared_dir)
     evidence = data.table.evidence.to_numpy(dtype=float)
     name = data.meta["dataset"]
-    summary = {"dataset": name, "evidence": data.meta.get("evidence"), "figures": [], "runs": []}
+    summary = {"dataset": name, "evidence": data.meta.get("evidence"), "figures": [], "runs": [],
+               "checks": list(CHECKS.items())}  # pairs, as JSON keeps a list's order and not a mapping's
     trajs = load_trajectories(runs[0] / "trajectories.npz")
     if max(len(t["P"]) for t in trajs) < 2:
         summary["note"] = "every sequence is a single image (T = 1): there is no trajectory over depth to explain"
@@ -112,11 +116,13 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                 summary["figures"].append("deletion.png")
         if d:
             d = {k: v for k, v in d.items() if k != "per_sequence"}
+        log.info("%s %s: centroids: %s; %s", name, run.name, *(checks["verdicts"][k][1] for k in ("centroid", "order")))
         if checks.get("referral"):
             log.info("%s %s: %s", name, run.name, checks["verdicts"]["referral"][1])
             checks["referral"] = {k: v for k, v in checks["referral"].items() if k != "per_sequence"}
         summary["runs"].append({**checks, **({"deletion": d} if d else {})})
-    summary["across_seeds"] = {"norm": norm_across_seeds([r["norm"] for r in summary["runs"]])}
+    summary["across_seeds"] = {"norm": norm_across_seeds([r["norm"] for r in summary["runs"]]),
+                               **{k: every_seed([r["verdicts"][k][0] for r in summary["runs"]]) for k in ("centroid", "order")}}
     curves = {r["run"]: r["referral"]["curve"] for r in summary["runs"] if r.get("referral")}
     if curves:
         referral_figure(curves, out_dir / "referral.png", f"{name}: referring the most uncertain test sequences")

@@ -1,7 +1,9 @@
 """The paper's three readings of a reasoning trajectory (3.4), as numbers with figures.
 
 (a) PCA of the states P_t, fitted on the training trajectories; test paths coloured by slice
-index, first and last states marked, each grade's centroid (mean training state) as a star.
+index, first and last states marked, each grade's centroid (mean training state) as a star; and
+the test of what the figure is read for: do the paths end at their own grade's centroid, head for
+it as they read, and do the centroids lie in the order of the grades?
 (b) ||P_t|| against t, by grade. (c) Step sizes ||P_t - P_{t-1}|| beside a filmstrip of the
 slices, and the rank correlation between step size and the slice's recorded evidence (the demo
 generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
@@ -14,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import binomtest, spearmanr, wilcoxon
 from sklearn.decomposition import PCA
 
 from lvdr.explain.plots import plt, save_figure, show
@@ -85,6 +87,50 @@ def evidence_correlation(trajs: list[dict], evidence: np.ndarray, profile: np.nd
     return {"rho": float(rho), "p": float(p), "n_steps": int(ok.sum())}
 
 
+def grade_centroids(trajs: list[dict]) -> dict[int, np.ndarray]:
+    """Each grade's mean state over every step of the given (training) trajectories: the paper's "trajectory
+    centroids ... computed over the training set" (3.4), the PCA figure's stars and the centroid check's reference."""
+    return {g: np.concatenate([t["P"] for t in trajs if t["grade"] == g]).mean(0) for g in sorted({t["grade"] for t in trajs})}
+
+
+def centroid_approach(train: list[dict], test: list[dict]) -> dict:
+    """Do the test paths end at their own grade's centroid and head for it (paper 3.4: "the final latent state
+    lies close to the label-specific semantic reference embedding")? Measured in the full state space, where
+    the PCA plane only displays it. A sequence's margin at a state: the distance to the nearest other grade's
+    centroid minus the distance to its own (> 0: its own is the nearest). Tests: the nearest centroid's grade
+    at the last state against the true grade, above the agreement chance gives (binomial; chance: the sum
+    over grades of P(true grade) P(nearest grade)); the margin's rise from the first state to the last
+    (one-sided Wilcoxon signed-rank), which moving away from the common start alone cannot produce; and, with
+    three grades or more, the centroids' order (Spearman of their pairwise distances against the grade gap)."""
+    centres = grade_centroids(train)
+    seqs = [t for t in test if t["grade"] in centres and len(t["P"]) > 1]
+    if len(centres) < 2 or not seqs:
+        return {"n_sequences": 0}
+    grades = np.array(list(centres))
+    C = np.stack(list(centres.values()))
+
+    def margin(state, grade):
+        d = np.linalg.norm(C - state, axis=1)
+        return float(d[grades != grade].min() - d[grades == grade][0]), int(grades[d.argmin()])
+
+    first = np.array([margin(t["P"][0], t["grade"])[0] for t in seqs])
+    last, nearest = map(np.array, zip(*(margin(t["P"][-1], t["grade"]) for t in seqs)))
+    truth = np.array([t["grade"] for t in seqs])
+    chance = float(sum(np.mean(truth == g) * np.mean(nearest == g) for g in grades))
+    hits = int((nearest == truth).sum())
+    rise = last - first
+    out = {"n_sequences": len(seqs), "agreement": hits / len(seqs), "chance": chance,
+           "p_agreement": float(binomtest(hits, len(seqs), min(chance, 1.0), alternative="greater").pvalue),
+           "margin_first": float(first.mean()), "margin_last": float(last.mean()),
+           "p_rise": float(wilcoxon(rise, alternative="greater").pvalue) if np.any(rise != 0) else 1.0,
+           "order_rho": None, "order_p": None}
+    if len(grades) >= 3:
+        i, j = np.triu_indices(len(grades), 1)
+        rho, p = spearmanr(np.abs(grades[i] - grades[j]), np.linalg.norm(C[i] - C[j], axis=1))
+        out.update(order_rho=float(rho), order_p=float(p))
+    return out
+
+
 def norm_separation(trajs: list[dict]) -> dict:
     """Does ||P_t|| tell the grades apart (paper 3.4)? Each sequence's mean ||P_t|| over its steps;
     the per-grade means of that, their range, and its Spearman correlation with the grade."""
@@ -108,8 +154,7 @@ def pca_figure(train: list[dict], shown: list[dict], path: Path, title: str) -> 
         points = ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", vmin=0, vmax=t_max - 1, s=14, zorder=2)
         ax.scatter(*xy[0], marker="o", s=50, facecolors="none", edgecolors="k", zorder=3)
         ax.scatter(*xy[-1], marker="X", s=60, c="k", zorder=3)
-    centres = {grade: pca.transform(np.concatenate([t["P"] for t in train if t["grade"] == grade]).mean(0, keepdims=True))[0]
-               for grade in sorted({t["grade"] for t in train})}
+    centres = {grade: pca.transform(centre[None])[0] for grade, centre in grade_centroids(train).items()}
     middle = np.mean(ax.get_xlim())
     for i, (grade, centre) in enumerate(sorted(centres.items(), key=lambda item: item[1][1])):
         ax.scatter(*centre, marker="*", s=260, c="red", edgecolors="k", zorder=4)

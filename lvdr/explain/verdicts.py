@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-CHECKS = ("evidence", "position", "deletion", "deletion_position", "norm", "referral")  # the verdicts, in the report's order
-EVIDENCE_P = 0.01  # the step-size/evidence and norm/grade correlations must reach this
-DELETION_P = 0.05  # and the deletion test this, one-sided
+# the verdicts, in the report's order, with the question each answers (the report's column heads)
+CHECKS = {"evidence": "step size follows evidence", "position": "… beyond the slice's position",
+          "deletion": "deletion: largest steps matter more", "deletion_position": "… than the usual positions",
+          "centroid": "paths end at their grade's centroid", "order": "centroids in grade order",
+          "norm": "||P_t|| follows grade",
+          "referral": "uncertainty finds the errors"}
+EVIDENCE_P = 0.01  # the correlations (step size/evidence, norm/grade, the centroids' order) must reach this
+DELETION_P = 0.05  # and the one-sided tests this: the deletion test, the centroid check's agreement and rise
 
 
 def _g(x: float) -> str:
@@ -71,6 +76,8 @@ def verdicts(checks: dict) -> dict:
                 word, sentence = "inconclusive", effect + ", but the deletion test itself is inconclusive"
             out["deletion_position"] = (word, sentence)
     out["referral"] = _referral_verdict(checks.get("referral"))
+    out["centroid"] = centroid_verdict(checks.get("centroid"))
+    out["order"] = order_verdict(checks.get("centroid"))
     if n["rho"] is None:
         out["norm"] = ("not applicable", "the test sequences hold one grade only")
     elif n["p"] < EVIDENCE_P:
@@ -92,6 +99,47 @@ def nearest_grade(norm: dict) -> str:
 
 def _nearest(norm: dict) -> str:
     return f"lowest for grade {nearest_grade(norm)}, the grade nearest the start"
+
+
+def centroid_verdict(c: dict | None) -> tuple[str, str]:
+    """The PCA figure's reading (``trajectories.centroid_approach``): supports when the last state's nearest
+    training centroid names the grade more often than chance and the margin to the other grades' centroids
+    grows as the path reads (both one-sided at p < DELETION_P)."""
+    if not c or not c.get("n_sequences"):
+        return ("not applicable", "fewer than two grades among the training trajectories, or no test sequence of "
+                                  "two slices or more")
+    effect = (f"the last state's nearest training centroid is its own grade's for {c['agreement']:.0%} of "
+              f"{c['n_sequences']} test sequences (chance {c['chance']:.0%}, binomial p = {_g(c['p_agreement'])}); the "
+              f"margin to the other grades' centroids goes from {_g(c['margin_first'])} at the first state to "
+              f"{_g(c['margin_last'])} at the last (Wilcoxon p = {_g(c['p_rise'])})")
+    failed = []
+    if not c["p_agreement"] < DELETION_P:
+        failed.append("the nearest centroid names the grade no more often than chance")
+    if not (c["margin_last"] > c["margin_first"] and c["p_rise"] < DELETION_P):
+        failed.append("the paths do not head for their own grade's centroid")
+    return ("supports", effect) if not failed else ("does not support", effect + ": " + "; ".join(failed))
+
+
+def order_verdict(c: dict | None) -> tuple[str, str]:
+    """Do the grade centroids lie in the order of the grades, as an ordinal grade's would on a path from
+    healthy to severe (Spearman of their pairwise distances against the grade gap, at p < EVIDENCE_P)?"""
+    if not c or c.get("order_rho") is None:
+        return ("not applicable", "fewer than three grades, or no test sequence to check")
+    effect = (f"centroids further apart in grade lie further apart (Spearman ρ = {_g(c['order_rho'])}, "
+              f"p = {_g(c['order_p'])}, over every pair of grades)")
+    if c["order_rho"] > 0 and c["order_p"] < EVIDENCE_P:
+        return ("supports", effect)
+    return ("does not support", effect + f": needs ρ > 0 with p < {EVIDENCE_P}; some grades' centroids lie nearer "
+                                         "grades far from theirs than the grades between")
+
+
+def every_seed(words: list[str]) -> tuple[str, str]:
+    """A check across seeds that needs no pooling: it holds when it holds in every seed."""
+    words = [w for w in words if w != "not applicable"]
+    if not words:
+        return ("not applicable", "no seed could be checked")
+    held = sum(w == "supports" for w in words)
+    return ("supports" if held == len(words) else "does not support", f"supports in {held} of {len(words)} seeds")
 
 
 def _p(p: float | None) -> str:

@@ -268,6 +268,8 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
             out["recon_error"] = figures.reconstruction_error(arrays)
     out["explain"] = read_json(folder / "explain" / "summary.json") if (folder / "explain" / "summary.json").exists() else None
     if out["explain"]:
+        runs = out["explain"]["runs"]  # a summary from before it named its checks: their keys head the columns
+        out["explain"].setdefault("checks", [(key, key) for key in ((runs[0].get("verdicts") if runs else None) or {})])
         out["explain_figures"] = [figures.png_uri(folder / "explain" / f) for f in out["explain"]["figures"]]
     out["decoded"] = read_json(folder / "decoded" / "summary.json") if (folder / "decoded" / "summary.json").exists() else None
     if out["decoded"]:
