@@ -170,6 +170,7 @@ def test_the_centroid_check_tells_paths_that_head_for_their_grade_from_paths_tha
 
 
 def test_every_seed():
-    assert every_seed(["supports", "supports"]) == ("supports", "supports in 2 of 2 seeds")
-    assert every_seed(["supports", "does not support", "not applicable"]) == ("does not support", "supports in 1 of 2 seeds")
-    assert every_seed(["not applicable"])[0] == "not applicable"
+    yes, no, na = ("supports", "a"), ("does not support", "b"), ("not applicable", "two classes")
+    assert every_seed([yes, yes]) == ("supports", "supports in 2 of 2 seeds")
+    assert every_seed([yes, no, na]) == ("does not support", "supports in 1 of 2 seeds")
+    assert every_seed([na, na]) == na and every_seed([])[0] == "not applicable"

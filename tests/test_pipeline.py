@@ -113,6 +113,7 @@ def test_dvc_repro_builds_the_report(project):
     assert len(lines) == 12 * 2 + 4 and set(lines) <= {"met", "NOT"}, done.stdout + done.stderr
     assert done.returncode == (1 if "NOT" in lines else 0) and "Traceback" not in done.stderr
     assert "the same data, two seeds agree: brats auc_bin" in done.stdout and "differ by 0.000" in done.stdout
+    assert done.stdout.count("paths end at their grade's centroid, every seed: ") == 2 * 2  # two runs, two datasets
 
 
 def test_the_report_shows_decoded_states_counterfactuals_and_the_bundle(project):

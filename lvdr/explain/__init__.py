@@ -122,7 +122,7 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
             checks["referral"] = {k: v for k, v in checks["referral"].items() if k != "per_sequence"}
         summary["runs"].append({**checks, **({"deletion": d} if d else {})})
     summary["across_seeds"] = {"norm": norm_across_seeds([r["norm"] for r in summary["runs"]]),
-                               **{k: every_seed([r["verdicts"][k][0] for r in summary["runs"]]) for k in ("centroid", "order")}}
+                               **{k: every_seed([r["verdicts"][k] for r in summary["runs"]]) for k in ("centroid", "order")}}
     curves = {r["run"]: r["referral"]["curve"] for r in summary["runs"] if r.get("referral")}
     if curves:
         referral_figure(curves, out_dir / "referral.png", f"{name}: referring the most uncertain test sequences")

@@ -133,11 +133,12 @@ def order_verdict(c: dict | None) -> tuple[str, str]:
                                          "grades far from theirs than the grades between")
 
 
-def every_seed(words: list[str]) -> tuple[str, str]:
-    """A check across seeds that needs no pooling: it holds when it holds in every seed."""
-    words = [w for w in words if w != "not applicable"]
+def every_seed(per_seed: list[tuple[str, str]]) -> tuple[str, str]:
+    """A check across seeds that needs no pooling, from each seed's (word, sentence): it holds when it holds
+    in every seed it applies to."""
+    words = [word for word, _ in per_seed if word != "not applicable"]
     if not words:
-        return ("not applicable", "no seed could be checked")
+        return ("not applicable", per_seed[0][1] if per_seed else "no seed was checked")
     held = sum(w == "supports" for w in words)
     return ("supports" if held == len(words) else "does not support", f"supports in {held} of {len(words)} seeds")
 
