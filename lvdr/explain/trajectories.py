@@ -100,8 +100,9 @@ def centroid_approach(train: list[dict], test: list[dict]) -> dict:
     centroid minus the distance to its own (> 0: its own is the nearest). Tests: the nearest centroid's grade
     at the last state against the true grade, above the agreement chance gives (binomial; chance: the sum
     over grades of P(true grade) P(nearest grade)); the margin's rise from the first state to the last
-    (one-sided Wilcoxon signed-rank), which moving away from the common start alone cannot produce; and, with
-    three grades or more, the centroids' order (Spearman of their pairwise distances against the grade gap)."""
+    (one-sided Wilcoxon signed-rank: each path against itself, so it asks whether reading the slices took it
+    towards its own grade's centroid rather than towards the others'); and, with three grades or more, the
+    centroids' order (Spearman of their pairwise distances against the grade gap)."""
     centres = grade_centroids(train)
     seqs = [t for t in test if t["grade"] in centres and len(t["P"]) > 1]
     if len(centres) < 2 or not seqs:
