@@ -93,3 +93,10 @@ def test_paper_config_states_every_stage_2_and_stage_1_value():
     for section in ("prm", "diffae", "densenet", "baselines", "evaluate"):
         assert not list(missing(schema[section], paper[section], f"{section}.")), section
     assert paper["prm"]["recon_k"] == 3 and paper["prm"]["train"]["lr"] == 1e-4 and paper["diffae"]["z_dim"] == 512
+    # mappings of named entries merge key by key, so a demo entry the paper file leaves out would survive the
+    # layering: the layered config holds exactly the paper's, and every dataset trains the paper's budget
+    layered = configs.load([REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml"])
+    for key in ("by_dataset", "ablations"):
+        assert layered["prm"][key] == paper["prm"][key], key
+    for dataset in layered["prm"]["datasets"]:
+        assert configs.variant(layered, None, dataset)[0]["train"]["steps"] == paper["prm"]["train"]["steps"], dataset
