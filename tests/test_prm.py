@@ -465,3 +465,23 @@ def test_inputs_are_standardised_with_the_training_statistics():
                                    torch.stack([torch.full((Z,), -2.0), torch.full((Z,), 3.0)]))
         shifted = model(5.0 + 0.1 * tokens, depth, mask, -2.0 + 3.0 * codes)["logits"]
     torch.testing.assert_close(plain, shifted, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pool_norm", [True, False])
+def test_the_read_out_sees_the_memorys_scale_only_without_the_pools_layernorm(pool_norm):
+    """With a LayerNorm on each slot before pooling, slots scaled by c give the same z, so nothing the head or
+    the decoder reads can tell a long trajectory from a short one; without it they can."""
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(pool_norm=pool_norm), Z).eval()
+    memory = model.start_memory()[None] + torch.randn(3, *model.slots.shape)
+    with torch.no_grad():
+        z, z_scaled = model.pool(memory), model.pool(3.0 * memory)
+    change = float((z_scaled - z).norm() / z.norm())
+    assert (change < 1e-3) if pool_norm else (change > 0.05), change
+
+
+def test_a_model_saved_before_pool_norm_existed_keeps_its_layernorm():
+    cfg = prm_config()
+    assert cfg["pool_norm"] is False and isinstance(PRM(C, K, D, 5, cfg, Z).pool.norm, torch.nn.Identity)
+    old = {key: value for key, value in cfg.items() if key != "pool_norm"}
+    assert isinstance(PRM(C, K, D, 5, old, Z).pool.norm, torch.nn.LayerNorm)

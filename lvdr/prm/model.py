@@ -120,12 +120,18 @@ class RefinementBlock(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """PMA: Q learned queries attend to the slots; concatenated outputs map to z~; z = W LN(z~) + b."""
+    """PMA: Q learned queries attend to the slots; concatenated outputs map to z~; z = W LN(z~) + b.
 
-    def __init__(self, d: int, queries: int, heads: int):
+    ``norm`` puts a LayerNorm on each slot before its keys and values, as pre-norm Transformers do. It
+    makes the read-out blind to the memory's scale: every slot scaled by c gives the same z, so no loss
+    but L_move sees how far the memory moved, and which grade travels furthest was left to the seed.
+    Without it (Set Transformer's own PMA) the keys and values carry the slots' size into z.
+    """
+
+    def __init__(self, d: int, queries: int, heads: int, norm: bool = False):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(queries, d) * d**-0.5)
-        self.norm = nn.LayerNorm(d)
+        self.norm = nn.LayerNorm(d) if norm else nn.Identity()
         self.attn = Attention(d, heads)
         self.merge = nn.Linear(queries * d, d)
         self.calibrate = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d))
@@ -173,7 +179,8 @@ class PRM(nn.Module):
                 self.update.bias_ih[d:2 * d] += cfg["gru_keep_bias"]
         elif self.memory_update == "layernorm":
             self.update = nn.LayerNorm(d)
-        self.pool = AttentionPool(d, cfg["queries"], cfg["heads"])
+        # models saved before prm.pool_norm existed normalised each slot before pooling
+        self.pool = AttentionPool(d, cfg["queries"], cfg["heads"], bool(cfg.get("pool_norm", True)))
         self.head = nn.Linear(d, num_classes)
         self.slot_dropout = cfg["slot_dropout"]
 
