@@ -38,6 +38,13 @@ def run(name: str, args: list[str], logs: Path) -> float:
     return seconds
 
 
+def nested(cfg: dict, keys: tuple[str, ...]):
+    """cfg[keys[0]][keys[1]]...: a trainer's step count or batch size, wherever its section keeps it."""
+    for key in keys:
+        cfg = cfg[key]
+    return cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared" / "spider",
@@ -83,13 +90,9 @@ def main() -> None:
     for stage, section, steps_key, batch_key in (("train-diffae", "diffae", ("train", "steps"), ("train", "batch_size")),
                                                  ("train-densenet", "densenet", ("max_steps",), ("batch_size",)),
                                                  ("train-prm", "prm", ("train", "steps"), ("train", "batch_size"))):
-        def get(c, keys):
-            for k in keys:
-                c = c[k]
-            return c
-        steps, batch = get(cfg[section], steps_key), get(cfg[section], batch_key)
+        steps, batch = nested(cfg[section], steps_key), nested(cfg[section], batch_key)
         rate = steps / times[stage]
-        full = get(paper[section], steps_key)
+        full = nested(paper[section], steps_key)
         rows.append({"stage": stage, "steps": steps, "batch": batch, "seconds": round(times[stage], 1),
                      "steps_per_s": round(rate, 2), "items_per_s": round(rate * batch, 1),
                      "paper_steps": full, "paper_hours": round(full / rate / 3600, 2)})
