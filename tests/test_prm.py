@@ -485,3 +485,52 @@ def test_a_model_saved_before_pool_norm_existed_keeps_its_layernorm():
     assert cfg["pool_norm"] is False and isinstance(PRM(C, K, D, 5, cfg, Z).pool.norm, torch.nn.Identity)
     old = {key: value for key, value in cfg.items() if key != "pool_norm"}
     assert isinstance(PRM(C, K, D, 5, old, Z).pool.norm, torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+@pytest.mark.parametrize("head", ["cumulative", "anchored"])
+def test_the_ordinal_heads_give_probabilities_with_ordered_cut_points(head, classes):
+    torch.manual_seed(0)
+    model = PRM(C, K, D, classes, prm_config(head=head), Z).eval()
+    with torch.no_grad():
+        model.head.gaps.normal_()  # whatever training does to them, the cut-points stay ordered
+        z = 5 * torch.randn(7, D)
+        probs = model.grade(z).softmax(-1)
+        cuts = model.head.cuts()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(7))
+    assert (probs > 0).all() and (cuts.diff() > 0).all() and len(cuts) == classes - 1
+
+
+def test_the_anchored_head_reads_the_start_as_the_lowest_class_and_higher_ones_further_along_its_direction():
+    """The anchored head scores a latent from the start's: the memory before any slice is the lowest grade
+    (healthy), whatever the weights, and moving along the score's direction raises the grade in order."""
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(head="anchored"), Z).eval()
+    with torch.no_grad():
+        model.head.first.fill_(-4.0)  # the first cut-point stays above the start's score all the same
+        z0 = model.pool(model.start_memory()[None])
+        assert model.grade(z0).argmax(-1).item() == 0
+        w = model.head.score.weight[0]
+        along = z0 + torch.linspace(0, 12, 40)[:, None] * w / w.norm() ** 2  # scores 0 .. 12 above the start
+        grades = model.grade(along).argmax(-1)
+    assert (grades.diff() >= 0).all() and grades[-1] == 4
+
+
+def test_a_readout_trajectory_is_the_graded_latent_less_the_starts():
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(trajectory="readout", head="anchored"), Z).eval()
+    tokens, depth, mask, codes = inputs([4, 2])
+    with torch.no_grad():
+        out = model(tokens, depth, mask, codes, latents=True)
+        z0 = model.pool(model.start_memory()[None])
+    torch.testing.assert_close(out["P"], out["z"] - z0)
+    torch.testing.assert_close(out["P0"], torch.zeros(2, D))
+    torch.testing.assert_close(out["P"][1, 2:], out["P"][1, 1:2].expand(2, D))  # padded steps repeat the last state
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, depth, mask, codes)["P"], out["P"])  # with or without the latents
+
+
+def test_a_model_saved_before_head_and_trajectory_existed_reads_as_it_did():
+    old = {key: value for key, value in prm_config().items() if key not in ("head", "trajectory")}
+    model = PRM(C, K, D, 5, old, Z)
+    assert isinstance(model.head, torch.nn.Linear) and model.trajectory == "slots"

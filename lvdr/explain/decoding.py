@@ -64,7 +64,7 @@ def grade_images(diffae, classifier, num_classes: int, images: np.ndarray) -> np
 @torch.no_grad()
 def head_probs(prm, z: np.ndarray) -> np.ndarray:
     """The PRM's own class probabilities for latents z (n, d): its grading head, as at z_sem."""
-    return prm.head(torch.as_tensor(np.asarray(z, dtype=np.float32))).softmax(-1).numpy()
+    return prm.grade(torch.as_tensor(np.asarray(z, dtype=np.float32))).softmax(-1).numpy()
 
 
 def inside_outside(values: np.ndarray, masks: np.ndarray | None) -> dict:

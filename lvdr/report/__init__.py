@@ -155,6 +155,15 @@ def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = 
         out.append(f"LVDR's PRM was trained with {'a term' if len(terms) == 1 else 'terms'} beyond the paper's objective "
                    f"(eq. 4): {'; '.join(terms)}. Setting {'it' if len(terms) == 1 else 'them'} to 0 gives the paper's "
                    "objective alone.")
+    if prm and name in prm.get("datasets", []) and prm.get("head", "linear") != "linear":
+        anchored, readout = prm["head"] == "anchored", prm.get("trajectory") == "readout"
+        out.append("LVDR grades with an ordinal head beyond the paper's linear one (prm.head: " + prm["head"] + "): one score "
+                   "along a direction of z, with ordered cut-points" + (", measured from the start state, which reads as the "
+                   "lowest class, so each higher class lies further along that direction from where every path starts" if anchored
+                   else "") + "." + (" P_t is the graded latent less the start's, z_t - z_0 (prm.trajectory: readout), not the "
+                   "mean of the slots. The ||P_t|| reading below therefore follows from how this model grades, once it grades "
+                   "well: its check tests that the graded direction, and not the others, sets how far a path travels; the step "
+                   "size, deletion and centroid checks do not follow from it." if anchored and readout else ""))
     if source_kind == "demo":
         out.append("Measured on generated demo data: these rows show that every stage runs and learns. They are not "
                    "comparable with the published rows below, which were measured on the real data.")
