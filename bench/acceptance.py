@@ -8,7 +8,7 @@ spread". With another `data_seed` (other demo patients, another test set) they m
 95% interval, which holds test sampling as well as the seeds; both readings are printed either way.
 
     python bench/pipeline.py --keep /tmp/runA && python bench/acceptance.py /tmp/runA
-    python bench/acceptance.py /tmp/runA /tmp/runB --goal 600      # two runs; the checking machine's goal
+    python bench/acceptance.py /tmp/runA /tmp/runB                 # two runs; the goal: 600 s (--goal)
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def check_agreement(a: Path, b: Path) -> list[tuple[str, str, bool]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished pipeline folders (bench/pipeline.py --keep)")
-    parser.add_argument("--goal", type=float, default=400.0,
-                        help="pipeline seconds (default 400: this 2-core machine; the checking machine's is 600)")
+    parser.add_argument("--goal", type=float, default=600.0,
+                        help="pipeline seconds (default 600, issue 9's goal on the checking machine: 1c886ff took 797 s "
+                             "there and 799 s on the Ice Lake development machine, so the goal applies there as it stands)")
     args = parser.parse_args()
     missed = 0
     sections = [(str(run), check_run(run, args.goal)) for run in args.runs]

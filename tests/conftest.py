@@ -32,6 +32,7 @@ TINY = {
     "baselines": {"C_grid": [1.0], "max_iter": 500},
     "densenet": {"batch_size": 8, "max_steps": 2, "eval_every": 1, "patience": 2},
     "prm": {"heads": 2, "slots": 4, "queries": 2, "recon_k": 1, "seeds": 2, "lambda_step": 1.0, "lambda_move": 1.0,
+            "head": "anchored", "trajectory": "readout",  # the demo's model, beyond the paper's defaults
             "train": {"steps": 2, "batch_size": 4, "eval_every": 1}},
     "evaluate": {"bootstrap": 20},
 }

@@ -84,7 +84,7 @@ def test_dvc_repro_builds_the_report(project):
     assert html.count("(eq. 4): L_step, the grading loss on every intermediate state z_t, weight 1 (prm.lambda_step); "
                       "L_move, the mean step length") >= 2
     # and that its ||P_t|| reading follows from how the anchored head grades the read-out trajectory
-    assert html.count("The ||P_t|| reading below therefore follows from how this model grades") == 2
+    assert html.count("The ||P_t|| reading below therefore follows from how this model grades") >= 2
     assert "deletion: largest steps matter more" in html and html.count('class="verdict-') >= 2 * 3 * 2
     assert html.count("Across the seeds, does ||P_t|| separate the grades") == 2  # SPIDER and BraTS
     assert html.count("paths end at their grade&#39;s centroid") == 2 and html.count("centroids in grade order") == 2
