@@ -290,15 +290,17 @@ class PRM(nn.Module):
             updated = self.step(memory, [steps[t] for steps in reads])
             memory = torch.where(mask[:, t][:, None, None], updated, memory)
             memories.append(memory)
+        memories = torch.stack(memories, 1)  # (B, T + 1, S, d), M_0 first
         if latents or readout:  # every state's read-out z_t, M_0's first, in one batched pass rather than one per step
-            z = self._pool_steps(torch.stack(memories, 1), keep)
-            z_sem, start = z[:, -1], z[:, 0]
+            z = self._pool_steps(memories, keep)
+            z_sem = z[:, -1]
         else:
             z_sem = self.pool(memory, keep)
         if readout:  # P_t = z_t - z_0: the graded latent, measured from where every sequence starts
-            P, start = z[:, 1:] - z[:, :1], torch.zeros_like(start)
+            P, start = z[:, 1:] - z[:, :1], torch.zeros_like(z_sem)
         else:  # P_0, read off M_0 as every P_t is read off its memory
-            P, start = self._mean(torch.stack(memories[1:], 1), keep), self._mean(memories[0], keep)
+            means = self._mean(memories, keep)
+            P, start = means[:, 1:], means[:, 0]
         out = {"z_sem": z_sem, "logits": self.grade(z_sem), "P": P, "P0": start}
         if latents:
             out["z"] = z[:, 1:]
@@ -323,10 +325,9 @@ class PRM(nn.Module):
 
     @staticmethod
     def _mean(memory, keep):
-        """The mean over the slots (the second-last axis) of memory (B, [T,] S, d), of those kept (B, S)."""
+        """The mean over the slots of memories (B, T, S, d) at every step, of those kept (B, S) (without ``keep``,
+        of any (..., S, d))."""
         if keep is None:
             return memory.mean(-2)
-        weights = keep.to(memory.dtype)[..., None]
-        if memory.ndim == 4:
-            weights = weights[:, None]
+        weights = keep.to(memory.dtype)[:, None, :, None]
         return (memory * weights).sum(-2) / weights.sum(-2)
