@@ -17,6 +17,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from lvdr.cli import diffae_path  # noqa: E402
 from lvdr.data import load_prepared, to_model_range  # noqa: E402
 from lvdr.diffae.sampling import decode, encode_noise  # noqa: E402
 from lvdr.diffae.train import load_model  # noqa: E402
@@ -28,11 +29,12 @@ def main() -> int:
     parser.add_argument("--root", default=".", help="project folder holding data/ and results/ (default: here)")
     parser.add_argument("--slices", type=int, default=16)
     parser.add_argument("--split", default="train")
+    parser.add_argument("--seed", type=int, default=0, help="which stage-1 model: results/DATASET/diffae/seedN (default 0)")
     parser.add_argument("--steps", type=int, nargs="*", help="DDIM steps (default: the model's diffae.ddim_steps)")
     parser.add_argument("--goal", type=float, default=30.0, help="PSNR (dB) the configured steps should reach")
     args = parser.parse_args()
     root = Path(args.root)
-    model, cfg = load_model(root / "results" / args.dataset / "diffae" / "model.pt")
+    model, cfg = load_model(root / diffae_path(args.dataset, args.seed))
     data = load_prepared(root / "data" / "prepared" / args.dataset)
     rows = np.random.default_rng(0).choice(data.rows(args.split), args.slices, replace=False)
     x0 = to_model_range(data.slices[np.sort(rows)])

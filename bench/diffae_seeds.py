@@ -25,7 +25,7 @@ from prm_seeds import REPO, configured, print_seed_table, seed_parser  # noqa: E
 KEYS = ("auc_bin", "f1_bin", "mae_ord")
 
 
-def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str) -> dict:
+def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str, dataset: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -39,7 +39,9 @@ def run_one(prepared: str, seed: int, config_files: list[str] | None, sets: list
     cfg = configured(config_files, sets)
     out = Path(scratch) / f"seed{seed}"
     start = time.perf_counter()
-    model = train(cfg["diffae"], prepared, out / "diffae", seed, "cpu")
+    from lvdr.config import stage1_config
+
+    model = train(stage1_config(cfg, dataset), prepared, out / "diffae", seed, "cpu")
     build_cache(model, prepared, out / "latents", cfg["cache"]["batch_size"], "cpu")
     seconds = time.perf_counter() - start
     data = load_prepared(prepared)
@@ -59,7 +61,7 @@ def main() -> int:
     scratch = tempfile.mkdtemp(prefix="diffae_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(run_one, *zip(*[(prepared, s, args.config, args.set, scratch) for s in args.seeds])))
+        rows = list(pool.map(run_one, *zip(*[(prepared, s, args.config, args.set, scratch, args.dataset) for s in args.seeds])))
     print_seed_table(rows, ("C",), ("probe",) + KEYS)
     print(f"wall time {time.perf_counter() - start:.0f} s; runs in {scratch}")
     return 0

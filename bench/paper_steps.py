@@ -66,10 +66,10 @@ def main() -> None:
     seed = str(cfg["seed"])
     times = {
         "train-diffae": run("train-diffae", ["train-diffae", "spider", *common, "--prepared", prepared,
-                                             "--out", str(out / "diffae"), *threads], logs),
-        "cache": run("cache", ["cache", "spider", *common, "--model", str(out / "diffae" / "model.pt"),
+                                             "--seed", seed, "--out", str(out / "diffae"), *threads], logs),
+        "cache": run("cache", ["cache", "spider", *common, "--seed", seed, "--model", str(out / "diffae" / "model.pt"),
                                "--prepared", prepared, "--out", str(out / "latents"), *threads], logs),
-        "baseline": run("baseline", ["baseline", "spider", "diffae_lr", *common, "--latents", str(out / "latents"),
+        "baseline": run("baseline", ["baseline", "spider", "diffae_lr", *common, "--seed", seed, "--latents", str(out / "latents"),
                                      "--prepared", prepared, "--out", str(out / "predictions"), "--models", str(out)], logs),
         "train-densenet": run("train-densenet", [
             "train-densenet", "spider", *common, "--prepared", prepared, "--seed", seed,
@@ -80,7 +80,7 @@ def main() -> None:
             "--diffae", str(out / "diffae" / "model.pt"), "--out", str(out / "lvdr"),
             "--predictions", str(out / "predictions" / "lvdr.parquet"), *threads], logs),
         "evaluate": run("evaluate", ["evaluate", "spider", *common, "--predictions",
-                                     *map(str, sorted((out / "predictions").glob("*.parquet"))),
+                                     *map(str, sorted((out / "predictions").rglob("*.parquet"))),
                                      "--prepared", prepared, "--out", str(out / "metrics.json")], logs),
     }
     # training alone, from the DiffAE log ("(N s this run)"), without start-up and the reconstructions

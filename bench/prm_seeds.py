@@ -5,8 +5,9 @@ deleting the largest steps changes the prediction (del: total variation) against
 the usual positions, and the signed drop in the predicted class's probability (drop); how far apart
 the grades' ||P_t|| profiles are).
 
-Needs `data/prepared/<ds>` and `results/<ds>/latents` (for example from
-`snakemake --cores 2 results/spider/latents/tokens.npy`). Runs go to a scratch folder, so
+Needs `data/prepared/<ds>` and stage 1's `results/<ds>/latents/seedK` and `results/<ds>/diffae/seedK` (for example
+from `snakemake --cores 2 results/spider/latents/seed0/tokens.npy`): each seed reads the stage 1 the pipeline pairs
+it with (lvdr.config.stage1_seed), or --stage1 K's for all. Runs go to a scratch folder, so
 your results/ are left alone; --jobs runs that many seeds side by side on one thread each.
 
     python bench/prm_seeds.py                                  # spider and brats, seeds 0-4
@@ -83,11 +84,13 @@ def print_seed_table(rows: list[dict], info: tuple[str, ...], metrics: tuple[str
             print("{}: mean {:.3f} sd {:.3f}".format(key, *spread(values)))
 
 
-def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str) -> dict:
+def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[str], scratch: str,
+            stage1: int | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from lvdr.config import variant
+    from lvdr.cli import diffae_path, latents_path
+    from lvdr.config import stage1_seed, variant
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.explain.deletion import deletion_test
@@ -99,9 +102,10 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     cfg = configured(config_files, sets)
     out = Path(scratch) / dataset / f"seed{seed}"
     prepared = REPO / "data" / "prepared" / dataset
-    latents = REPO / "results" / dataset / "latents"
+    stage1 = stage1_seed(cfg, seed) if stage1 is None else stage1
+    latents = REPO / latents_path(dataset, stage1)
     start = time.perf_counter()
-    train(variant(cfg, None, dataset)[0], prepared, latents, REPO / "results" / dataset / "diffae" / "model.pt", out, out / "predictions.parquet",
+    train(variant(cfg, None, dataset)[0], prepared, latents, REPO / diffae_path(dataset, stage1), out, out / "predictions.parquet",
           seed, "cpu")
     seconds = time.perf_counter() - start
     data = load_prepared(prepared)
@@ -126,6 +130,8 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
 def main() -> int:
     parser = seed_parser(__doc__)
     parser.add_argument("--datasets", nargs="+", default=["spider", "brats"])
+    parser.add_argument("--stage1", type=int, metavar="K", help="read stage-1 seed K's latents in every run (default: "
+                                                                "each seed's own, as the pipeline pairs them)")
     parser.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write every row to FILE")
     args = parser.parse_args()
@@ -134,7 +140,7 @@ def main() -> int:
     scratch = args.keep or tempfile.mkdtemp(prefix="prm_seeds_")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, ds, seed, args.config, args.set, scratch) for ds in args.datasets for seed in args.seeds]
+        futures = [pool.submit(run_one, ds, seed, args.config, args.set, scratch, args.stage1) for ds in args.datasets for seed in args.seeds]
         rows = [f.result() for f in futures]
     print(f"{'dataset':8} {'seed':>4} {'s':>5} {'best':>5} {'AUC':>6} {'F1':>6} {'MAE':>6} {'rho':>7} {'p':>8} "
           f"{'rho pos':>7} {'p':>8} {'del top':>8} {'del rnd':>8} {'del p':>7} {'del usual':>9} {'p':>7} {'drop top':>8} "

@@ -1,8 +1,8 @@
 """Time one PRM training step, part by part, on the demo's stage-1 caches (one thread).
 
 Parts: collate (gather and pad a batch), PRM forward, the L_recon decoder pass, losses and
-backward, optimiser and EMA. Needs `data/prepared/<ds>` and `results/<ds>/latents` and
-`results/<ds>/diffae/model.pt` (for example from `snakemake --cores 2 results/spider/latents/tokens.npy`).
+backward, optimiser and EMA. Needs `data/prepared/<ds>` and stage 1's seed-0 `results/<ds>/latents/seed0` and
+`results/<ds>/diffae/seed0/model.pt` (for example from `snakemake --cores 2 results/spider/latents/seed0/tokens.npy`).
 
     python bench/prm_step.py                     # spider, 40 timed steps after 5 warm-up steps
     python bench/prm_step.py --dataset brats --steps 60 --set prm.dropout=0
@@ -45,6 +45,7 @@ def time_current(args) -> float:
     import torch
     from monai.networks.schedulers import DDPMScheduler
 
+    from lvdr.cli import diffae_path, latents_path
     from lvdr.config import variant
     from lvdr.data import load_latents, load_prepared
     from lvdr.diffae.train import load_model
@@ -56,8 +57,8 @@ def time_current(args) -> float:
     torch.set_num_threads(1)
     cfg = variant(configured(args.config, args.set), None, args.dataset)[0]
     data = load_prepared(REPO / "data" / "prepared" / args.dataset)
-    features = load_latents(REPO / "results" / args.dataset / "latents")
-    diffae, dcfg = load_model(REPO / "results" / args.dataset / "diffae" / "model.pt", "cpu")
+    features = load_latents(REPO / latents_path(args.dataset, 0))
+    diffae, dcfg = load_model(REPO / diffae_path(args.dataset, 0), "cpu")
     decoder = diffae.decoder.eval().requires_grad_(False)
     scheduler = DDPMScheduler(num_train_timesteps=dcfg["timesteps"], schedule=dcfg["beta_schedule"])
     train_seqs = [s for s in sequences(data, cfg["t_max"]) if s.split == "train"]
@@ -113,9 +114,10 @@ def time_commit(commit: str, dataset: str, steps: int) -> float:
     import torch
     from monai.networks.schedulers import DDPMScheduler
 
+    from lvdr.cli import diffae_path, latents_path
     from lvdr.diffae.train import load_model
 
-    diffae, dcfg = load_model(REPO / "results" / dataset / "diffae" / "model.pt", "cpu")
+    diffae, dcfg = load_model(REPO / diffae_path(dataset, 0), "cpu")
     decoder = diffae.decoder.eval().requires_grad_(False)
     tree = Path(tempfile.mkdtemp(prefix="prm_step_"))
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "lvdr", "config", "workflow/schemas"], capture_output=True, check=True)
@@ -132,7 +134,7 @@ def time_commit(commit: str, dataset: str, steps: int) -> float:
 
     cfg = configs.validate(configs.load([str(tree / "config" / "config.yaml")]))["prm"]
     data = load_prepared(REPO / "data" / "prepared" / dataset)
-    tokens = np.load(REPO / "results" / dataset / "latents" / "tokens.npy", mmap_mode="r")
+    tokens = np.load(REPO / latents_path(dataset, 0) / "tokens.npy", mmap_mode="r")
     scheduler = DDPMScheduler(num_train_timesteps=dcfg["timesteps"], schedule=dcfg["beta_schedule"])
     train_seqs = [s for s in sequences(data, cfg["t_max"]) if s.split == "train"]
     torch.manual_seed(0)

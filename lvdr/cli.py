@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ The usual way to run everything is the Snakemake pipeline
 which calls these subcommands in order; each can also be run by hand:
     lvdr fetch spider      raw data (demo generator, download or local folder) -> data/raw/spider/
     lvdr prepare spider    slices and the slice table -> data/prepared/spider/
-    lvdr train-diffae spider   stage 1 diffusion autoencoder -> results/spider/diffae/
-    lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/
+    lvdr train-diffae spider   stage 1 diffusion autoencoders, one per seed -> results/spider/diffae/seed*/
+    lvdr cache spider      z and patch tokens of every slice -> results/spider/latents/seed*/
     lvdr baseline spider diffae_lr diffae_svm   DiffAE+LR and +SVM -> results/spider/predictions/
     lvdr train-densenet spider        DenseNet121 slice baseline -> results/spider/predictions/
     lvdr train-prm spider  stage 2, the Progressive Refinement Module (LVDR) -> results/spider/lvdr/
@@ -65,8 +66,18 @@ def _prepared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prepared", metavar="DIR", help="prepared dataset (default: data/prepared/DATASET)")
 
 
-def _latents(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--latents", metavar="DIR", help="latent cache (default: results/DATASET/latents)")
+def _stage1_seeds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, nargs="+", metavar="N",
+                        help="stage-1 seed, or several, one after the other in this process (default: every seed "
+                             "the config trains stage 1 with: seed, seed + 1, ... for diffae.seeds models on the "
+                             "datasets LVDR trains on, the seed alone elsewhere)")
+
+
+def _per_run(parser: argparse.ArgumentParser, option: str, what: str, default: str) -> None:
+    """An option that names one stage-1 file or folder for every run, or one for each (in the runs' order)."""
+    parser.add_argument(option, nargs="+", metavar="PATH",
+                        help=f"{what}: one for all runs, or one per run in their order (default: {default}, the "
+                             f"stage-1 model that the run's seed reads, lvdr.config.stage1_seed)")
 
 
 def _dataset(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +88,10 @@ def _trained(parser: argparse.ArgumentParser) -> None:
     """A trained LVDR run, its stage-1 model and the fitted DiffAE+LR (decode, export)."""
     parser.add_argument("--run", metavar="DIR", help="a trained LVDR run holding trajectories.npz and model.pt "
                                                      "(default: the first results/DATASET/lvdr/seed*/)")
-    parser.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
-    parser.add_argument("--classifier", metavar="FILE", help="the fitted DiffAE+LR (default: "
-                                                             "results/DATASET/diffae_lr/classifier.json, written by `lvdr baseline`)")
+    parser.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/seedK/model.pt, "
+                                                          "the stage-1 model that the run's seed reads)")
+    parser.add_argument("--classifier", metavar="FILE", help="the fitted DiffAE+LR (default: results/DATASET/diffae_lr/"
+                                                             "seedK/classifier.json on the same stage 1, written by `lvdr baseline`)")
 
 
 def per_seed(template: str, seeds: list[int], option: str):
@@ -90,15 +102,42 @@ def per_seed(template: str, seeds: list[int], option: str):
     return lambda seed: template.replace("{seed}", str(seed))
 
 
-def _trained_paths(args) -> tuple[Path, Path, Path]:
-    """``_trained``'s run, DiffAE and classifier, defaults filled in; a missing run or classifier says what makes it."""
+def run_seed(run: Path) -> int:
+    """The training seed of an LVDR run folder, from its name (seedN, as train-prm names them)."""
+    match = re.fullmatch(r"seed(\d+)", Path(run).name)
+    if not match:
+        raise ConfigError(f"{run}: not named seedN, so its stage-1 model is unknown; give the stage-1 paths explicitly")
+    return int(match.group(1))
+
+
+def diffae_path(dataset: str, stage1: int) -> str:
+    return f"results/{dataset}/diffae/seed{stage1}/model.pt"
+
+
+def latents_path(dataset: str, stage1: int) -> str:
+    return f"results/{dataset}/latents/seed{stage1}"
+
+
+def for_runs(given: list[str] | None, runs: list, default, option: str) -> list[str]:
+    """One stage-1 path per run: ``given`` (one for all, or one each), else ``default(run)``."""
+    if not given:
+        return [default(run) for run in runs]
+    if len(given) not in (1, len(runs)):
+        raise ConfigError(f"{option}: {len(given)} paths for {len(runs)} runs; give one for all or one per run")
+    return given * len(runs) if len(given) == 1 else list(given)
+
+
+def _trained_paths(args, cfg: dict) -> tuple[Path, Path, Path]:
+    """``_trained``'s run, DiffAE and classifier, defaults filled in (the stage 1 that the run's seed read); a missing
+    run or classifier says what makes it."""
     runs = [Path(args.run)] if args.run else sorted(Path(f"results/{args.dataset}/lvdr").glob("seed*/"))
     if not runs:
         raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR run (seed*/); run `lvdr train-prm {args.dataset}` first")
-    classifier = Path(args.classifier or f"results/{args.dataset}/diffae_lr/classifier.json")
+    stage1 = None if args.diffae and args.classifier else configs.stage1_seed(cfg, run_seed(runs[0]))
+    classifier = Path(args.classifier or f"results/{args.dataset}/diffae_lr/seed{stage1}/classifier.json")
     if not classifier.is_file():
         raise DataError(f"{classifier}: no fitted DiffAE+LR; run `lvdr baseline {args.dataset} diffae_lr` first")
-    return runs[0], Path(args.diffae or f"results/{args.dataset}/diffae/model.pt"), classifier
+    return runs[0], Path(args.diffae or diffae_path(args.dataset, stage1)), classifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,12 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-diffae", help="stage 1: train the diffusion autoencoder",
                        description="Train the DiffAE (semantic encoder + z-conditioned noise-predicting UNet) on "
-                                   "the train split's slices for the configured number of steps. Resumes from "
-                                   "OUT/checkpoints/last.pt after a kill. Writes OUT/model.pt (EMA weights), "
-                                   "OUT/curve.csv and OUT/reconstructions.npz.")
+                                   "the train split's slices for the configured number of steps, once per stage-1 seed (diffae.seeds). "
+                                   "Resumes from OUT/checkpoints/last.pt after a kill. Writes OUT/model.pt (EMA weights), "
+                                   "OUT/curve.csv and OUT/reconstructions.npz, and with --latents the latent cache.")
     _dataset(p)
     _prepared(p)
-    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/diffae)")
+    _stage1_seeds(p)
+    p.add_argument("--out", metavar="DIR", help="output folder; {seed} in it stands for the seed "
+                                                "(default: results/DATASET/diffae/seed{seed})")
+    p.add_argument("--latents", metavar="DIR", help="then also encode every slice into this latent cache, as `lvdr "
+                                                    "cache` would, in the same process (the pipeline does); {seed} as in --out")
     _threads(p)
     _common(p)
 
@@ -147,9 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/z.npy (N x d), OUT/tokens.npy (N x 64 x c) and OUT/meta.json (hashes of the "
                                    "checkpoint and data; an up-to-date cache is reused).")
     _dataset(p)
-    p.add_argument("--model", metavar="FILE", help="DiffAE model (default: results/DATASET/diffae/model.pt)")
+    _stage1_seeds(p)
+    p.add_argument("--model", metavar="FILE", help="DiffAE model; {seed} in it stands for the stage-1 seed "
+                                                   "(default: results/DATASET/diffae/seed{seed}/model.pt)")
     _prepared(p)
-    p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/latents)")
+    p.add_argument("--out", metavar="DIR", help="output folder; {seed} in it stands for the stage-1 seed "
+                                                "(default: results/DATASET/latents/seed{seed})")
     _threads(p)
     _common(p)
 
@@ -160,10 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset(p)
     p.add_argument("methods", nargs="+", choices=["diffae_lr", "diffae_svm"], metavar="METHOD",
                    help="latent baselines to fit: diffae_lr, diffae_svm or both (one process reads the latents once)")
-    _latents(p)
+    _stage1_seeds(p)
+    p.add_argument("--latents", metavar="DIR", help="latent cache; {seed} in it stands for the stage-1 seed "
+                                                    "(default: results/DATASET/latents/seed{seed})")
     _prepared(p)
-    p.add_argument("--out", metavar="DIR", help="folder for METHOD.parquet (default: results/DATASET/predictions)")
-    p.add_argument("--models", metavar="DIR", help="where the fitted DiffAE+LR is kept as DIR/diffae_lr/classifier.json "
+    p.add_argument("--out", metavar="DIR", help="folder for METHOD/seedN.parquet, one per stage-1 seed N "
+                                                "(default: results/DATASET/predictions)")
+    p.add_argument("--models", metavar="DIR", help="where the fitted DiffAE+LR is kept as DIR/diffae_lr/seedN/classifier.json "
                                                    "(default: results/DATASET)")
     _common(p)
 
@@ -198,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "config's seed; the pipeline trains seed, seed + 1, ... for prm.seeds runs in one job, "
                         "so that the start-up, about 6 s of imports, is paid once)")
     _prepared(p)
-    _latents(p)
-    p.add_argument("--diffae", metavar="FILE", help="stage-1 model (default: results/DATASET/diffae/model.pt)")
+    _per_run(p, "--latents", "latent caches", "results/DATASET/latents/seedK")
+    _per_run(p, "--diffae", "stage-1 models, whose decoder L_recon runs", "results/DATASET/diffae/seedK/model.pt")
     p.add_argument("--out", metavar="DIR", help="output folder; {seed} in it stands for the seed "
                                                 "(default: results/DATASET/METHOD/seed{seed})")
     p.add_argument("--predictions", metavar="FILE", help="predictions; {seed} in it stands for the seed "
@@ -238,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", metavar="DIR",
                    help="trained LVDR runs, one per seed, each holding trajectories.npz and model.pt; figures show the "
                         "first, the checks cover all (default: every results/DATASET/lvdr/seed*/)")
-    _latents(p)
+    _per_run(p, "--latents", "the latent caches the runs read", "results/DATASET/latents/seedK")
     p.add_argument("--out", metavar="DIR", help="output folder (default: results/DATASET/explain)")
     _threads(p)
     _common(p)
@@ -357,31 +406,45 @@ def run(args) -> None:
     elif args.command == "train-diffae":
         from lvdr.diffae.train import train
 
-        train(cfg["diffae"], args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/diffae",
-              cfg["seed"], cfg["device"])
+        from lvdr.diffae.cache import build_cache
+        from lvdr.distributed import rank
+
+        seeds = args.seed or configs.stage1_seeds(cfg, args.dataset)
+        prepared = args.prepared or f"data/prepared/{args.dataset}"
+        out = per_seed(args.out or str(Path(diffae_path(args.dataset, "{seed}")).parent), seeds, "--out")
+        latents = per_seed(args.latents, seeds, "--latents") if args.latents else None
+        for seed in seeds:
+            model = train(configs.stage1_config(cfg, args.dataset), prepared, out(seed), seed, cfg["device"])
+            if latents and rank() == 0:
+                build_cache(model, prepared, latents(seed), cfg["cache"]["batch_size"], cfg["device"], cfg["cache"]["budget_gb"])
     elif args.command == "cache":
         from lvdr.diffae.cache import build_cache
 
-        build_cache(args.model or f"results/{args.dataset}/diffae/model.pt", args.prepared or f"data/prepared/{args.dataset}",
-                    args.out or f"results/{args.dataset}/latents", cfg["cache"]["batch_size"], cfg["device"],
-                    cfg["cache"]["budget_gb"])
+        seeds = args.seed or configs.stage1_seeds(cfg, args.dataset)
+        model = per_seed(args.model or diffae_path(args.dataset, "{seed}"), seeds, "--model")
+        out = per_seed(args.out or latents_path(args.dataset, "{seed}"), seeds, "--out")
+        for seed in seeds:
+            build_cache(model(seed), args.prepared or f"data/prepared/{args.dataset}", out(seed), cfg["cache"]["batch_size"],
+                        cfg["device"], cfg["cache"]["budget_gb"])
     elif args.command == "baseline":
         from lvdr.baselines.latent import fit_predict, save_linear
         from lvdr.data import load_latents, load_prepared
         from lvdr.predictions import write_predictions
 
         data = load_prepared(args.prepared or f"data/prepared/{args.dataset}")
-        z, _ = load_latents(args.latents or f"results/{args.dataset}/latents")
-        z = np.asarray(z)
-        for method in dict.fromkeys(args.methods):
-            predictions, fitted = fit_predict(method, z, data, cfg["baselines"], cfg["seed"])
-            out = Path(args.out or f"results/{args.dataset}/predictions") / f"{method}.parquet"
-            write_predictions(out, predictions)
-            log.info("%s predictions for %d sequences written to %s", method, len(predictions), out)
-            if method == "diffae_lr":
-                kept = Path(args.models or f"results/{args.dataset}") / "diffae_lr" / "classifier.json"
-                save_linear(fitted["model"], kept, fitted["C"], data.num_classes)
-                log.info("the fitted classifier (for grading decoded images) written to %s", kept)
+        seeds = args.seed or configs.stage1_seeds(cfg, args.dataset)
+        latents = per_seed(args.latents or latents_path(args.dataset, "{seed}"), seeds, "--latents")
+        for seed in seeds:
+            z = np.asarray(load_latents(latents(seed))[0])
+            for method in dict.fromkeys(args.methods):
+                predictions, fitted = fit_predict(method, z, data, cfg["baselines"], cfg["seed"])
+                out = Path(args.out or f"results/{args.dataset}/predictions") / method / f"seed{seed}.parquet"
+                write_predictions(out, predictions.assign(seed=seed))
+                log.info("%s on stage-1 seed %d: predictions for %d sequences written to %s", method, seed, len(predictions), out)
+                if method == "diffae_lr":
+                    kept = Path(args.models or f"results/{args.dataset}") / "diffae_lr" / f"seed{seed}" / "classifier.json"
+                    save_linear(fitted["model"], kept, fitted["C"], data.num_classes)
+                    log.info("the fitted classifier (for grading decoded images) written to %s", kept)
     elif args.command == "train-densenet":
         from lvdr.baselines.densenet import train as train_densenet
 
@@ -398,9 +461,12 @@ def run(args) -> None:
         out = per_seed(args.out or f"results/{args.dataset}/{method}/seed{{seed}}", seeds, "--out")
         predictions = per_seed(args.predictions or f"results/{args.dataset}/predictions/{method}/seed{{seed}}.parquet",
                                seeds, "--predictions")
-        for seed in seeds:
-            train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", args.latents or f"results/{args.dataset}/latents",
-                      args.diffae or f"results/{args.dataset}/diffae/model.pt", out(seed), predictions(seed), seed, cfg["device"])
+        stage1 = [configs.stage1_seed(cfg, seed) for seed in seeds]
+        latents = for_runs(args.latents, stage1, lambda k: latents_path(args.dataset, k), "--latents")
+        diffae = for_runs(args.diffae, stage1, lambda k: diffae_path(args.dataset, k), "--diffae")
+        for seed, cache, model in zip(seeds, latents, diffae):
+            train_prm(prm_cfg, args.prepared or f"data/prepared/{args.dataset}", cache, model, out(seed), predictions(seed),
+                      seed, cfg["device"])
     elif args.command == "qwen":
         from lvdr.vlm import method_name
         from lvdr.vlm.run import fine_tune, zero_shot
@@ -414,12 +480,12 @@ def run(args) -> None:
         from lvdr.explain.visualise import visualise
 
         d = cfg["explain"]["decoding"]
-        visualise(*_trained_paths(args), args.prepared or f"data/prepared/{args.dataset}",
+        visualise(*_trained_paths(args, cfg), args.prepared or f"data/prepared/{args.dataset}",
                   args.out or f"results/{args.dataset}/decoded", cfg["seed"], d["max_sequences"], d["samples"], d["eta"])
     elif args.command == "export":
         from lvdr.bundle import export
 
-        run, diffae, classifier = _trained_paths(args)
+        run, diffae, classifier = _trained_paths(args, cfg)
         export(cfg, args.dataset, diffae, run, classifier, args.out or f"results/{args.dataset}/bundle")
     elif args.command == "grade":
         from lvdr.grade import grade
@@ -432,8 +498,10 @@ def run(args) -> None:
         runs = args.runs or sorted(Path(f"results/{args.dataset}/lvdr").glob("seed*/"))
         if not runs:
             raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR runs (seed*/); run `lvdr train-prm {args.dataset}` first")
+        latents = for_runs(args.latents, runs, lambda run: latents_path(args.dataset, configs.stage1_seed(cfg, run_seed(run))),
+                           "--latents")
         explain(runs, args.prepared or f"data/prepared/{args.dataset}", args.out or f"results/{args.dataset}/explain", cfg["seed"],
-                latents=args.latents or f"results/{args.dataset}/latents", deletion=cfg["explain"]["deletion"],
+                latents=latents, deletion=cfg["explain"]["deletion"],
                 passes=cfg["explain"]["uncertainty"]["passes"])
     elif args.command == "evaluate":
         from lvdr.evaluate.run import evaluate_dataset

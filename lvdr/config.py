@@ -84,6 +84,8 @@ def validate(config: dict | None) -> dict:
     for name in [None, *prm["ablations"]]:
         for dataset in [None, *prm["by_dataset"]]:
             variant(config, name, dataset)
+    for dataset in config["diffae"]["by_dataset"]:
+        stage1_config(config, dataset)
     return config
 
 
@@ -174,3 +176,32 @@ def variant(cfg: dict, name: str | None, dataset: str | None = None) -> tuple[di
         where = " and ".join(filter(None, [dataset and f"prm.by_dataset.{dataset}", name and f"prm.ablations.{name}"]))
         raise ConfigError(f"{exc} (with the overrides of {where})") from None
     return prm, f"lvdr_{name}" if name else "lvdr"
+
+
+def stage1_config(cfg: dict, dataset: str) -> dict:
+    """The DiffAE config (validated) that trains on ``dataset``: ``diffae`` with that dataset's ``diffae.by_dataset``
+    overrides. Every dataset trains the same number of models (diffae.seeds), so that LVDR's seeds pair alike."""
+    update = cfg["diffae"]["by_dataset"].get(dataset)
+    if not update:
+        return cfg["diffae"]
+    if "seeds" in update or "by_dataset" in update:
+        key = "seeds" if "seeds" in update else "by_dataset"
+        raise ConfigError(f"config key 'diffae.by_dataset.{dataset}.{key}': set diffae.{key} for every dataset instead")
+    try:
+        return _validate({**cfg, "diffae": merge(cfg["diffae"], update)})["diffae"]
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (with the overrides of diffae.by_dataset.{dataset})") from None
+
+
+def stage1_seeds(cfg: dict, dataset: str) -> list[int]:
+    """The seeds stage 1 trains with on ``dataset``, one DiffAE (and latent cache) each: seed, seed + 1, ... for
+    diffae.seeds models where LVDR trains (prm.datasets), whose seed spread they are there to hold; one elsewhere,
+    where only the latent baselines read stage 1."""
+    n = cfg["diffae"]["seeds"] if dataset in cfg["prm"]["datasets"] else 1
+    return [cfg["seed"] + i for i in range(n)]
+
+
+def stage1_seed(cfg: dict, seed: int) -> int:
+    """The stage-1 seed whose latents the LVDR run with training seed ``seed`` reads: LVDR's i-th seed (seed + i)
+    reads the i-th stage-1 model, cycling when there are fewer, so that LVDR's spread over its seeds holds stage 1's."""
+    return cfg["seed"] + (seed - cfg["seed"]) % cfg["diffae"]["seeds"]

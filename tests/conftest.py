@@ -27,7 +27,7 @@ TINY = {
     },
     "retinamnist": {"demo": {"n_train": 10, "n_val": 5, "n_test": 5}},
     "diffae": {"base_channels": 8, "channel_mult": [1, 2], "encoder_channel_mult": [1, 2], "attention_resolutions": [],
-               "num_res_blocks": 1, "z_dim": 8, "ddim_steps": 4, "num_recon": 2, "encoder_pool": "avgmax",
+               "num_res_blocks": 1, "z_dim": 8, "ddim_steps": 4, "num_recon": 2, "encoder_pool": "avgmax", "seeds": 2,
                "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2}},
     "baselines": {"C_grid": [1.0], "max_iter": 500},
     "densenet": {"batch_size": 8, "max_steps": 2, "eval_every": 1, "patience": 2},

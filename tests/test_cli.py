@@ -143,5 +143,5 @@ def test_every_stage_that_runs_torch_keeps_to_its_rules_threads():
             command = re.search(r"(?:lvdr|\{params\.launch\}) ([a-z-]+)", block).group(1)
             commands[command] = "--threads {threads}" in block
     without_torch = {"fetch", "evaluate", "report", "baseline"}  # numpy, scikit-learn and the report's figures only
-    assert set(commands) >= {"prepare", "train-diffae", "cache", "train-densenet", "train-prm", "explain", "decode", "export"}
+    assert set(commands) >= {"prepare", "train-diffae", "train-densenet", "train-prm", "explain", "decode", "export"}
     assert [c for c, threads in commands.items() if not threads and c not in without_torch] == []

@@ -98,5 +98,37 @@ def test_paper_config_states_every_stage_2_and_stage_1_value():
     layered = configs.load([REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml"])
     for key in ("by_dataset", "ablations"):
         assert layered["prm"][key] == paper["prm"][key], key
+    assert layered["diffae"]["by_dataset"] == paper["diffae"]["by_dataset"]
     for dataset in layered["prm"]["datasets"]:
         assert configs.variant(layered, None, dataset)[0]["train"]["steps"] == paper["prm"]["train"]["steps"], dataset
+
+
+def test_lvdr_seeds_read_stage_1_models_in_turn():
+    """diffae.seeds stage-1 models where LVDR trains, one elsewhere; LVDR's i-th seed reads the i-th, cycling."""
+    cfg = configs.validate({"seed": 5, "diffae": {"seeds": 2}, "prm": {"seeds": 3, "datasets": ["spider"]}})
+    assert configs.stage1_seeds(cfg, "spider") == [5, 6] and configs.stage1_seeds(cfg, "brats") == [5]
+    assert [configs.stage1_seed(cfg, s) for s in (5, 6, 7)] == [5, 6, 5]
+    one = configs.validate({"seed": 5})  # the paper's single stage 1: every LVDR seed reads it
+    assert configs.stage1_seeds(one, "spider") == [5] and [configs.stage1_seed(one, s) for s in (5, 6, 7)] == [5, 5, 5]
+
+
+def test_stage_1_paths_per_run_are_checked():
+    from lvdr.cli import for_runs, run_seed
+
+    assert for_runs(None, [5, 6], lambda k: f"latents/seed{k}", "--latents") == ["latents/seed5", "latents/seed6"]
+    assert for_runs(["a"], [5, 6], str, "--latents") == ["a", "a"]
+    with pytest.raises(ConfigError, match="--latents: 2 paths for 3 runs"):
+        for_runs(["a", "b"], [5, 6, 7], str, "--latents")
+    assert run_seed("results/spider/lvdr/seed12") == 12
+    with pytest.raises(ConfigError, match="not named seedN"):
+        run_seed("my_run")
+
+
+def test_stage_1_overrides_per_dataset():
+    cfg = configs.validate({"diffae": {"train": {"steps": 100}, "by_dataset": {"brats": {"train": {"steps": 200}}}}})
+    assert configs.stage1_config(cfg, "brats")["train"]["steps"] == 200 and configs.stage1_config(cfg, "spider")["train"]["steps"] == 100
+    assert configs.stage1_config(cfg, "brats")["train"]["batch_size"] == cfg["diffae"]["train"]["batch_size"]
+    with pytest.raises(ConfigError, match="diffae.by_dataset.brats.seeds"):
+        configs.validate({"diffae": {"by_dataset": {"brats": {"seeds": 2}}}})
+    with pytest.raises(ConfigError, match="diffae.by_dataset.brats"):
+        configs.validate({"diffae": {"by_dataset": {"brats": {"train": {"stepz": 2}}}}})

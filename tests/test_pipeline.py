@@ -78,13 +78,14 @@ def test_dvc_repro_builds_the_report(project):
     assert {"auc_bin", "auc_bin_lo", "auc_bin_hi"} <= set(dvc_metrics["brats"]["diffae_lr"])
     assert "mae_ord" not in dvc_metrics["brats"]["lvdr"] and "auc_bin_sd" in dvc_metrics["spider"]["lvdr"]
     roc = {p.name for p in (results / "brats" / "roc").iterdir()}  # one curve per predictions file
-    assert {"densenet121.csv", "diffae_lr.csv", f"lvdr_seed{TINY['seed']}.csv"} <= roc
+    assert {"densenet121.csv", f"diffae_lr_seed{TINY['seed']}.csv", f"lvdr_seed{TINY['seed']}.csv"} <= roc
     assert "LVDR, λ_traj = 0 (ablation)" in html
     # every dataset LVDR trains on says which terms beyond the paper's objective it was trained with
     assert html.count("(eq. 4): L_step, the grading loss on every intermediate state z_t, weight 1 (prm.lambda_step); "
                       "L_move, the mean step length") >= 2
     # and that its ||P_t|| reading follows from how the anchored head grades the read-out trajectory
     assert html.count("The ||P_t|| reading below therefore follows from how this model grades") >= 2
+    assert html.count("Stage 1 was trained 2 times here (diffae.seeds)") == 3  # every dataset LVDR trains on (here all)
     assert "deletion: largest steps matter more" in html and html.count('class="verdict-') >= 2 * 3 * 2
     assert html.count("Across the seeds, does ||P_t|| separate the grades") == 2  # SPIDER and BraTS
     assert html.count("paths end at their grade&#39;s centroid") == 2 and html.count("centroids in grade order") == 2
@@ -92,9 +93,12 @@ def test_dvc_repro_builds_the_report(project):
     assert "Each method against LVDR, paired" in html and "MAE (ord) minus LVDR" in html
     spider = json.loads((project / "results" / "spider" / "metrics.json").read_text())["methods"]
     assert spider["lvdr"]["n_seeds"] == spider["lvdr_no_traj"]["n_seeds"] == 2 and spider["densenet121"]["n_seeds"] == 1
+    # two stage-1 models (diffae.seeds), LVDR's seeds read one each and the latent baselines are fitted on both
+    assert spider["diffae_lr"]["n_seeds"] == 2 and sorted((results / "spider" / "latents").iterdir()) == [
+        results / "spider" / "latents" / f"seed{first}" for first in (TINY["seed"], TINY["seed"] + 1)]
     assert set(spider["densenet121"]["vs_lvdr"]) == {"auc_bin", "mae_ord"} and "vs_lvdr" not in spider["lvdr"]
     # calibration: ECE with its interval for every method, and a reliability diagram per dataset
-    assert "ci_low" in spider["lvdr"]["ece_bin"] and sum(spider["diffae_lr"]["reliability"]["n"]) == spider["diffae_lr"]["n_test"]
+    assert "ci_low" in spider["lvdr"]["ece_bin"] and sum(spider["diffae_lr"]["reliability"]["n"]) == 2 * spider["diffae_lr"]["n_test"]  # both seeds' rows
     assert "ECE (bin) ↓" in html and html.count("reliability diagram") >= 3
     assert "mean ± sd of 2 seeds" in html and html.count("seeds: ") >= 2 * 5
     checks = json.loads((project / "results" / "spider" / "explain" / "summary.json").read_text())["runs"]
@@ -346,7 +350,7 @@ def test_jobs_claim_their_cpus_and_run_critical_path_first(tmp_path):
         priority = re.search(r"priority: (\d+)", block)
         cpus = re.search(r"resources: .*\bcpus=(\d+)", block)
         jobs[jobid] = (block.split(":")[0], int(priority.group(1)) if priority else 0, cpus and int(cpus.group(1)))
-    assert len(jobs) == 31 and all(1 <= cpus <= os.cpu_count() for _, _, cpus in jobs.values()), jobs
+    assert len(jobs) == 36 and all(1 <= cpus <= os.cpu_count() for _, _, cpus in jobs.values()), jobs
     dag = json.loads(snakemake(tmp_path, "results/report.html", "--d3dag").stdout)
     jobid_of = {node["id"]: node["value"]["jobid"] for node in dag["nodes"]}
     inverted = [(jobs[jobid_of[e["u"]]], jobs[jobid_of[e["v"]]]) for e in dag["edges"]

@@ -1,6 +1,7 @@
 """Stage 2: the PRM's invariances, losses, its T = 1 path, and the training loop."""
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -333,6 +334,21 @@ def test_one_job_trains_several_seeds_each_as_it_would_alone(spider_prepared, di
     four = torch.load(tmp_path / "both" / "seed4" / "model.pt", weights_only=False)["state_dict"]
     assert not all(torch.equal(a[k], four[k]) for k in a)  # another seed, another model
     assert set(read_predictions(tmp_path / "both" / "seed4.parquet").seed) == {4}
+    # one stage-1 cache per seed (diffae.seeds): seed 5 reads the second, as it would alone
+    other = tmp_path / "latents_other"
+    shutil.copytree(tmp_path / "latents", other)
+    tokens = np.load(other / "tokens.npy")
+    np.save(other / "tokens.npy", (tokens[::-1] * 0.5).astype(tokens.dtype))  # another stage 1's tokens
+    assert main([*common[:-4], "--latents", str(tmp_path / "latents"), str(other), "--diffae", str(dae), "--seed", "4", "5",
+                 "--out", str(tmp_path / "pair" / "seed{seed}"), "--predictions", str(tmp_path / "pair" / "seed{seed}.parquet")]) == 0
+    assert main([*common[:-4], "--latents", str(other), "--diffae", str(dae), "--seed", "5", "--out", str(tmp_path / "other"),
+                 "--predictions", str(tmp_path / "other.parquet")]) == 0
+    c = torch.load(tmp_path / "other" / "model.pt", weights_only=False)["state_dict"]
+    d = torch.load(tmp_path / "pair" / "seed5" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(c[k], d[k]) for k in c) and not all(torch.equal(a[k], c[k]) for k in a)
+    e = torch.load(tmp_path / "pair" / "seed4" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(four[k], e[k]) for k in four)  # seed 4 read the first cache, as before
+    assert main([*common, "--seed", "4", "5", "6", "--latents", "x", "y", "--out", str(tmp_path / "bad" / "seed{seed}")]) == 2
 
 
 def test_several_seeds_into_one_folder_are_refused(capsys):

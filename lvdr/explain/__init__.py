@@ -65,12 +65,16 @@ def write_plot_data(out_dir: Path, test: list[dict], evidence: np.ndarray, delet
 
 
 def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Path, seed: int, per_grade: int = 2,
-            latents: str | Path | None = None, deletion: dict | None = None, passes: int = 0) -> dict:
+            latents: str | Path | list | None = None, deletion: dict | None = None, passes: int = 0) -> dict:
     """Figures of the first run's trajectories and, for every run (one per training seed), the checks
-    of ``run_checks``; with ``latents`` and the ``deletion`` settings (config key explain.deletion)
-    also the deletion test, and with ``passes`` (explain.uncertainty.passes) the MC-dropout referral
-    curve. Each run is a folder holding ``trajectories.npz`` and ``model.pt``."""
+    of ``run_checks``; with ``latents`` (the cache every run read, or a list: the one each read) and the
+    ``deletion`` settings (config key explain.deletion) also the deletion test, and with ``passes``
+    (explain.uncertainty.passes) the MC-dropout referral curve. Each run is a folder holding
+    ``trajectories.npz`` and ``model.pt``."""
     out_dir, runs = Path(out_dir), [Path(r) for r in runs]
+    caches = list(latents) if isinstance(latents, (list, tuple)) else [latents] * len(runs)
+    if len(caches) != len(runs):
+        raise ValueError(f"{len(caches)} latent caches for {len(runs)} runs")
     data = load_prepared(prepared_dir)
     evidence = data.table.evidence.to_numpy(dtype=float)
     name = data.meta["dataset"]
@@ -93,8 +97,8 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
     for i, run in enumerate(tqdm(runs, desc=f"{name}: checks per seed", unit="run", disable=len(runs) < 2)):
         run_trajs = trajs if i == 0 else load_trajectories(run / "trajectories.npz")
         run_test = [t for t in run_trajs if t["split"] == "test"]
-        checks = run_checks(run, run_test, evidence, latents, deletion, seed, [t for t in run_trajs if t["split"] == "train"],
-                            passes if latents else 0)
+        checks = run_checks(run, run_test, evidence, caches[i], deletion, seed, [t for t in run_trajs if t["split"] == "train"],
+                            passes if caches[i] else 0)
         c, n, d = checks["correlation"], checks["norm"], checks.get("deletion")
         a = checks.get("correlation_position") or {"rho": None}
         log.info("%s %s: Spearman rho(step size, evidence) = %s, relative to the typical step at each index %s; "

@@ -143,9 +143,14 @@ def reference_table(name: str, measured: dict | None) -> str:
     return _html_table(frame)
 
 
-def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = None) -> list[str]:
+def metrics_caption(name: str, meta: dict, source_kind: str, prm: dict | None = None, diffae: dict | None = None) -> list[str]:
     """What a reader must know before comparing this dataset's rows, in the dataset's own terms."""
     out = []
+    stage1 = (diffae or {}).get("seeds", 1)
+    if stage1 > 1 and prm and name in prm.get("datasets", []):
+        out.append(f"Stage 1 was trained {stage1} times here (diffae.seeds): each LVDR "
+                   "seed reads the latents of its own DiffAE, and DiffAE + LR and + SVM are fitted on each, so their ± holds the "
+                   "spread over stage-1 models as well as their own.")
     beyond = {"lambda_step": "L_step, the grading loss on every intermediate state z_t",
               "lambda_move": "L_move, the mean step length ||P_t - P_(t-1)|| from the start P_0, which keeps the memory still where a slice "
                              "changes nothing it holds"}
@@ -255,23 +260,25 @@ def dataset_section(name: str, folder: Path, cfg: dict, results: Path) -> dict:
         "montage": figures.montage(slices, table, cfg["report"]["montage_per_grade"], cfg["seed"],
                                    f"{name}: central slice of example sequences per grade"),
         "length_summary": sequences.n_slices.describe()[["min", "50%", "max"]].astype(int).to_dict(),
-        **model_figures(name, results / name, cfg["seed"], meta, source["kind"], cfg.get("prm")),
+        **model_figures(name, results / name, cfg["seed"], meta, source["kind"], cfg.get("prm"), cfg.get("diffae")),
     }
 
 
-CURVES = {"diffae": "DiffAE (noise-prediction loss)", "densenet121/seed{seed}": "DenseNet121 (training loss; first seed)",
+CURVES = {"diffae/seed{seed}": "DiffAE (noise-prediction loss; first seed)", "densenet121/seed{seed}": "DenseNet121 (training loss; first seed)",
           "lvdr/seed{seed}": "LVDR's PRM (total loss, eq. 4; first seed)"}
 
 
-def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: str, prm: dict | None = None) -> dict:
+def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: str, prm: dict | None = None,
+                  diffae: dict | None = None) -> dict:
     """Training curves, DiffAE reconstructions and the metric table, for whatever stages have run."""
     out = {"curves": [], "recon": None, "metrics": None}
     for model, label in CURVES.items():
         model = model.format(seed=seed)
         if (folder / model / "curve.csv").exists():
             out["curves"].append((label, figures.training_curve(pd.read_csv(folder / model / "curve.csv"), f"{name}: {label}")))
-    if (folder / "diffae" / "reconstructions.npz").exists():
-        with np.load(folder / "diffae" / "reconstructions.npz") as arrays:
+    recon = folder / "diffae" / f"seed{seed}" / "reconstructions.npz"
+    if recon.exists():
+        with np.load(recon) as arrays:
             arrays = dict(arrays)
             out["recon"] = figures.reconstructions(arrays, f"{name}: DiffAE reconstructions of test slices")
             out["recon_error"] = figures.reconstruction_error(arrays)
@@ -291,7 +298,7 @@ def model_figures(name: str, folder: Path, seed: int, meta: dict, source_kind: s
     out["temperature"] = temperature_rows(metrics)
     out["vlm"] = vlm_rows(folder, metrics)
     out["reference"] = reference_table(name, metrics)
-    out["caption"] = metrics_caption(name, meta, source_kind, prm)
+    out["caption"] = metrics_caption(name, meta, source_kind, prm, diffae)
     out["paired"] = paired_table(metrics)
     out["ablations"] = ablation_verdicts(metrics["task"], metrics["methods"]) if metrics else []
     return out

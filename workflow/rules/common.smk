@@ -1,7 +1,7 @@
 import json
 import os
 
-from lvdr.config import write_resolved
+from lvdr.config import stage1_config, stage1_seed, stage1_seeds, write_resolved
 from lvdr.vlm import method_name
 
 DATASETS = config["datasets"]
@@ -50,6 +50,34 @@ def lvdr_methods(ds):
 PRM_SEEDS = [config["seed"] + i for i in range(config["prm"]["seeds"])]
 
 
+# Stage 1 trains once per seed too (diffae.seeds models where LVDR trains, one elsewhere); LVDR's seed s reads
+# the latents of stage-1 seed STAGE1_OF[s].
+STAGE1_SEEDS = {ds: stage1_seeds(config, ds) for ds in DATASETS}
+STAGE1_OF = {s: stage1_seed(config, s) for s in PRM_SEEDS}
+
+
+def stage1_files(ds, seeds, what):
+    """The latent caches ("latents") or DiffAE models ("diffae") that the LVDR runs of ``seeds`` read, in order."""
+    return [f"results/{ds}/latents/seed{STAGE1_OF[s]}" if what == "latents" else f"results/{ds}/diffae/seed{STAGE1_OF[s]}/model.pt"
+            for s in seeds]
+
+
+# prm.seed_jobs: one job trains a method's seeds one after the other (each job's start-up, about 6 s of
+# imports, is paid once, and a seed trains to the same weights as in a job of its own), or each seed is a
+# job of its own (`each`: on a cluster, side by side). JOB_SEEDS are the seeds of one job: all of them, or
+# the {seed} wildcard.
+ONE_PRM_JOB = config["prm"]["seed_jobs"] == "one"
+JOB_SEEDS = PRM_SEEDS if ONE_PRM_JOB else ["{seed}"]
+
+
+def job_stage1(what):
+    """The stage-1 latent caches or models (``what``) that a train_prm job's seeds read, in their order."""
+    return lambda w: stage1_files(w.ds, PRM_SEEDS if ONE_PRM_JOB else [int(w.seed)], what)
+
+
+FIRST_STAGE1 = STAGE1_OF[PRM_SEEDS[0]]  # the stage 1 of the first LVDR run: the one decode and export show
+
+
 # DenseNet121 trains once per seed too (densenet.seeds runs; the demo keeps one).
 DENSENET_SEEDS = [config["seed"] + i for i in range(config["densenet"]["seeds"])]
 
@@ -62,9 +90,10 @@ def qwen_methods(ds):
 
 
 def prediction_files(ds):
-    """Every predictions file the evaluator reads: one per latent baseline and Qwen baseline, one per seed of
-    DenseNet121 and of each LVDR method."""
-    return ([f"results/{ds}/predictions/{m}.parquet" for m in LATENT_BASELINES + qwen_methods(ds)]
+    """Every predictions file the evaluator reads: one per Qwen baseline, one per stage-1 seed of each latent
+    baseline, one per seed of DenseNet121 and of each LVDR method."""
+    return ([f"results/{ds}/predictions/{m}.parquet" for m in qwen_methods(ds)]
+            + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in LATENT_BASELINES for s in STAGE1_SEEDS[ds]]
             + [f"results/{ds}/predictions/densenet121/seed{s}.parquet" for s in DENSENET_SEEDS]
             + [f"results/{ds}/predictions/{m}/seed{s}.parquet" for m in lvdr_methods(ds) for s in PRM_SEEDS])
 
@@ -93,7 +122,7 @@ def prepare_threads(wildcards):
 # Each is the demo's CPU seconds on the longest path from the start of the job to results/report.html
 # (bench/pipeline.py), on a dataset LVDR trains on and on one it does not (whose path ends at the tables).
 PRIORITY = {  # rule: (on prm.datasets, on the others)
-    "fetch": (225, 59), "prepare": (209, 55), "train_diffae": (192, 50), "cache": (144, 17),
+    "fetch": (225, 59), "prepare": (209, 55), "train_diffae": (192, 50),
     "train_prm": (139, 0), "train_prm_ablation": (110, 0), "train_densenet": (46, 44), "qwen": (46, 44),
     "latent_baselines": (35, 11), "decode": (33, 0), "explain": (25, 0), "export": (12, 0), "evaluate": (9, 9),
 }

@@ -1,11 +1,3 @@
-# prm.seed_jobs: one job trains a method's seeds one after the other (each job's start-up, about 6 s of
-# imports, is paid once, and a seed trains to the same weights as in a job of its own), or each seed is a
-# job of its own (`each`: on a cluster, side by side). JOB_SEEDS are the seeds of one job: all of them, or
-# the {seed} wildcard.
-ONE_PRM_JOB = config["prm"]["seed_jobs"] == "one"
-JOB_SEEDS = PRM_SEEDS if ONE_PRM_JOB else ["{seed}"]
-
-
 rule train_prm:
     output:
         model=expand("results/{{ds}}/{{method}}/seed{seed}/model.pt", seed=JOB_SEEDS),
@@ -14,8 +6,8 @@ rule train_prm:
         predictions=expand("results/{{ds}}/predictions/{{method}}/seed{seed}.parquet", seed=JOB_SEEDS),
     input:
         rules.prepare.output,
-        tokens=rules.cache.output.tokens,
-        diffae=rules.train_diffae.output.model,
+        tokens=lambda w: [f"{d}/tokens.npy" for d in job_stage1("latents")(w)],
+        diffae=job_stage1("diffae"),
         code=code("prm/model.py", "prm/train.py", "losses.py", "training.py", "distributed.py"),
     wildcard_constraints:
         method=r"lvdr(_\w+)?",
@@ -25,6 +17,7 @@ rule train_prm:
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
         seeds=lambda w: " ".join(map(str, PRM_SEEDS)) if ONE_PRM_JOB else w.seed,
+        latents=lambda w: " ".join(job_stage1("latents")(w)),
     log:
         "logs/train_prm/{ds}_{method}.log" if ONE_PRM_JOB else "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
@@ -38,7 +31,7 @@ rule train_prm:
         "../../environment.yml"
     shell:
         "{params.launch} train-prm {wildcards.ds} --config \"$LVDR_CONFIG\" {params.variant} --seed {params.seeds} "
-        "--prepared data/prepared/{wildcards.ds} --latents results/{wildcards.ds}/latents --diffae {input.diffae} "
+        "--prepared data/prepared/{wildcards.ds} --latents {params.latents} --diffae {input.diffae} "
         "--out 'results/{wildcards.ds}/{wildcards.method}/seed{{seed}}' "
         "--predictions 'results/{wildcards.ds}/predictions/{wildcards.method}/seed{{seed}}.parquet' "
         "--threads {threads} --log {log}"
@@ -51,11 +44,12 @@ rule explain:
     input:
         rules.prepare.output,
         runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),
-        tokens=rules.cache.output.tokens,
+        tokens=lambda w: [f"{d}/tokens.npy" for d in stage1_files(w.ds, PRM_SEEDS, "latents")],
         code=code(*(f"explain/{m}.py" for m in ("__init__", "trajectories", "deletion", "uncertainty", "verdicts", "plots"))),
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
+        latents=lambda w: " ".join(stage1_files(w.ds, PRM_SEEDS, "latents")),
     log:
         "logs/explain/{ds}.log",
     threads: 1
@@ -68,7 +62,7 @@ rule explain:
         "../../environment.yml"
     shell:
         "python -m lvdr explain {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
-        "--runs {params.runs} --latents results/{wildcards.ds}/latents "
+        "--runs {params.runs} --latents {params.latents} "
         "--out results/{wildcards.ds}/explain --threads {threads} --log {log}"
 
 
@@ -78,8 +72,8 @@ rule decode:
     input:
         rules.prepare.output,
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
-        diffae=rules.train_diffae.output.model,
-        classifier=rules.latent_baselines.output.classifier,
+        diffae=f"results/{{ds}}/diffae/seed{FIRST_STAGE1}/model.pt",
+        classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
         code=code(*(f"explain/{m}.py" for m in ("visualise", "decoding", "counterfactuals", "trajectories", "verdicts", "plots")),
                   "diffae/sampling.py"),
     params:
@@ -106,8 +100,8 @@ rule export:
         manifest="results/{ds}/bundle/manifest.json",
     input:
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
-        diffae=rules.train_diffae.output.model,
-        classifier=rules.latent_baselines.output.classifier,
+        diffae=f"results/{{ds}}/diffae/seed{FIRST_STAGE1}/model.pt",
+        classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
         code=code("bundle.py", "explain/counterfactuals.py"),
     params:
         section=lambda w: section(w.ds),

@@ -3,7 +3,7 @@ rule report:
         "results/report.html",
     input:
         prepared=expand("data/prepared/{ds}/{f}", ds=DATASETS, f=["slices.npy", "slices.parquet", "prepare.json"]),
-        stage1=expand("results/{ds}/diffae/{f}", ds=DATASETS, f=["curve.csv", "reconstructions.npz"]),
+        stage1=expand("results/{ds}/diffae/seed{seed}/{f}", ds=DATASETS, seed=config["seed"], f=["curve.csv", "reconstructions.npz"]),
         densenet=expand("results/{ds}/densenet121/seed{seed}/curve.csv", ds=DATASETS, seed=DENSENET_SEEDS[0]),
         prm=expand("results/{ds}/lvdr/seed{seed}/curve.csv", ds=PRM_DATASETS, seed=PRM_SEEDS[0]),
         explain=expand("results/{ds}/explain/summary.json", ds=PRM_DATASETS),

@@ -1,16 +1,24 @@
+# Stage 1 trains once per seed in STAGE1_SEEDS[ds], each model a job of its own that also writes its latent cache
+# (z and patch tokens of every slice: what every later stage reads), so that a second process's start-up is not paid.
 rule train_diffae:
     output:
-        model="results/{ds}/diffae/model.pt",
-        curve="results/{ds}/diffae/curve.csv",
-        recon="results/{ds}/diffae/reconstructions.npz",
+        model="results/{ds}/diffae/seed{seed}/model.pt",
+        curve="results/{ds}/diffae/seed{seed}/curve.csv",
+        recon="results/{ds}/diffae/seed{seed}/reconstructions.npz",
+        z="results/{ds}/latents/seed{seed}/z.npy",
+        tokens="results/{ds}/latents/seed{seed}/tokens.npy",
+        meta="results/{ds}/latents/seed{seed}/meta.json",
     input:
         rules.prepare.output,
-        code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "training.py", "distributed.py"),
+        code=code("diffae/train.py", "diffae/model.py", "diffae/sampling.py", "diffae/cache.py", "training.py", "distributed.py"),
     params:
         launch=TRAIN,  # python -m lvdr, or torchrun with processes > 1
-        section=model_section("diffae"),
+        section=lambda w: json.dumps({"seed": config["seed"], "device": config["device"],
+                                      "diffae": stage1_config(config, w.ds)}, sort_keys=True),
+    wildcard_constraints:
+        seed=r"\d+",
     log:
-        "logs/train_diffae/{ds}.log",
+        "logs/train_diffae/{ds}_seed{seed}.log",
     threads: TRAIN_THREADS
     priority: priority("train_diffae")
     resources:
@@ -22,49 +30,26 @@ rule train_diffae:
         "../../environment.yml"
     shell:
         "{params.launch} train-diffae {wildcards.ds} --config \"$LVDR_CONFIG\" --prepared data/prepared/{wildcards.ds} "
-        "--out results/{wildcards.ds}/diffae --threads {threads} --log {log}"
+        "--seed {wildcards.seed} --out results/{wildcards.ds}/diffae/seed{wildcards.seed} "
+        "--latents results/{wildcards.ds}/latents/seed{wildcards.seed} --threads {threads} --log {log}"
 
 
-rule cache:
-    output:
-        z="results/{ds}/latents/z.npy",
-        tokens="results/{ds}/latents/tokens.npy",
-        meta="results/{ds}/latents/meta.json",
-    input:
-        rules.prepare.output,
-        model=rules.train_diffae.output.model,
-        code=code("diffae/cache.py"),
-    params:
-        section=json.dumps(config["cache"]),
-    log:
-        "logs/cache/{ds}.log",
-    threads: 1  # a second thread hardly shortens the demo's cache (mostly start-up), and holds a CPU
-    priority: priority("cache")
-    resources:
-        cpus=cpus,
-        mem_mb=8000,
-        runtime=120,
-        gpu=GPU,
-    conda:
-        "../../environment.yml"
-    shell:
-        "python -m lvdr cache {wildcards.ds} --config \"$LVDR_CONFIG\" --model {input.model} "
-        "--prepared data/prepared/{wildcards.ds} --out results/{wildcards.ds}/latents --threads {threads} --log {log}"
-
-
+# The latent baselines are fitted once per stage-1 model.
 rule latent_baselines:
     output:
-        expand("results/{{ds}}/predictions/{method}.parquet", method=LATENT_BASELINES),
-        classifier="results/{ds}/diffae_lr/classifier.json",
+        expand("results/{{ds}}/predictions/{method}/seed{{seed}}.parquet", method=LATENT_BASELINES),
+        classifier="results/{ds}/diffae_lr/seed{seed}/classifier.json",
     input:
         rules.prepare.output,
-        z=rules.cache.output.z,
+        z=rules.train_diffae.output.z,
         code=code("baselines/latent.py", "predictions.py"),
     params:
         section=model_section("baselines"),
         methods=" ".join(LATENT_BASELINES),
+    wildcard_constraints:
+        seed=r"\d+",
     log:
-        "logs/latent_baselines/{ds}.log",
+        "logs/latent_baselines/{ds}_seed{seed}.log",
     threads: 1
     priority: priority("latent_baselines")
     resources:
@@ -74,6 +59,6 @@ rule latent_baselines:
     conda:
         "../../environment.yml"
     shell:
-        "python -m lvdr baseline {wildcards.ds} {params.methods} --config \"$LVDR_CONFIG\" "
-        "--latents results/{wildcards.ds}/latents --prepared data/prepared/{wildcards.ds} "
-        "--out results/{wildcards.ds}/predictions --models results/{wildcards.ds} --log {log}"
+        "python -m lvdr baseline {wildcards.ds} {params.methods} --config \"$LVDR_CONFIG\" --seed {wildcards.seed} "
+        "--prepared data/prepared/{wildcards.ds} --out results/{wildcards.ds}/predictions --models results/{wildcards.ds} "
+        "--log {log}"
