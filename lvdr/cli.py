@@ -111,10 +111,12 @@ def run_seed(run: Path) -> int:
 
 
 def diffae_path(dataset: str, stage1: int) -> str:
+    """Where the pipeline keeps stage-1 seed ``stage1``'s DiffAE (the Snakefile reads this layout from here too)."""
     return f"results/{dataset}/diffae/seed{stage1}/model.pt"
 
 
 def latents_path(dataset: str, stage1: int) -> str:
+    """Where the pipeline keeps stage-1 seed ``stage1``'s latent cache."""
     return f"results/{dataset}/latents/seed{stage1}"
 
 

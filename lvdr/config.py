@@ -166,16 +166,22 @@ def variant(cfg: dict, name: str | None, dataset: str | None = None) -> tuple[di
             raise ConfigError(f"config key 'prm.ablations': no ablation named '{name}' "
                               f"(known: {', '.join(prm['ablations']) or 'none'})")
         overrides.append(prm["ablations"][name])
+    method = f"lvdr_{name}" if name else "lvdr"
     if not any(overrides):
-        return prm, f"lvdr_{name}" if name else "lvdr"
+        return prm, method
+    where = " and ".join(filter(None, [dataset and f"prm.by_dataset.{dataset}", name and f"prm.ablations.{name}"]))
+    return _overridden(cfg, "prm", overrides, where), method
+
+
+def _overridden(cfg: dict, key: str, overrides: list[dict], where: str) -> dict:
+    """Section ``key`` of ``cfg`` with ``overrides`` deep-merged in turn, validated; an error names ``where`` they came from."""
+    section = cfg[key]
     for update in overrides:
-        prm = merge(prm, update)
+        section = merge(section, update)
     try:
-        prm = _validate({**cfg, "prm": prm})["prm"]
+        return _validate({**cfg, key: section})[key]
     except ConfigError as exc:
-        where = " and ".join(filter(None, [dataset and f"prm.by_dataset.{dataset}", name and f"prm.ablations.{name}"]))
         raise ConfigError(f"{exc} (with the overrides of {where})") from None
-    return prm, f"lvdr_{name}" if name else "lvdr"
 
 
 def stage1_config(cfg: dict, dataset: str) -> dict:
@@ -187,10 +193,7 @@ def stage1_config(cfg: dict, dataset: str) -> dict:
     if "seeds" in update or "by_dataset" in update:
         key = "seeds" if "seeds" in update else "by_dataset"
         raise ConfigError(f"config key 'diffae.by_dataset.{dataset}.{key}': set diffae.{key} for every dataset instead")
-    try:
-        return _validate({**cfg, "diffae": merge(cfg["diffae"], update)})["diffae"]
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (with the overrides of diffae.by_dataset.{dataset})") from None
+    return _overridden(cfg, "diffae", [update], f"diffae.by_dataset.{dataset}")
 
 
 def stage1_seeds(cfg: dict, dataset: str) -> list[int]:

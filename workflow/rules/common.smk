@@ -1,6 +1,7 @@
 import json
 import os
 
+from lvdr.cli import diffae_path, latents_path
 from lvdr.config import stage1_config, stage1_seed, stage1_seeds, write_resolved
 from lvdr.vlm import method_name
 
@@ -56,10 +57,10 @@ STAGE1_SEEDS = {ds: stage1_seeds(config, ds) for ds in DATASETS}
 STAGE1_OF = {s: stage1_seed(config, s) for s in PRM_SEEDS}
 
 
-def stage1_files(ds, seeds, what):
-    """The latent caches ("latents") or DiffAE models ("diffae") that the LVDR runs of ``seeds`` read, in order."""
-    return [f"results/{ds}/latents/seed{STAGE1_OF[s]}" if what == "latents" else f"results/{ds}/diffae/seed{STAGE1_OF[s]}/model.pt"
-            for s in seeds]
+def stage1_files(ds, seeds, path):
+    """The stage-1 files that the LVDR runs of ``seeds`` read, in order: ``path`` is lvdr.cli's latents_path
+    (their latent caches) or diffae_path (their DiffAE models)."""
+    return [path(ds, STAGE1_OF[s]) for s in seeds]
 
 
 # prm.seed_jobs: one job trains a method's seeds one after the other (each job's start-up, about 6 s of
@@ -70,9 +71,9 @@ ONE_PRM_JOB = config["prm"]["seed_jobs"] == "one"
 JOB_SEEDS = PRM_SEEDS if ONE_PRM_JOB else ["{seed}"]
 
 
-def job_stage1(what):
-    """The stage-1 latent caches or models (``what``) that a train_prm job's seeds read, in their order."""
-    return lambda w: stage1_files(w.ds, PRM_SEEDS if ONE_PRM_JOB else [int(w.seed)], what)
+def job_stage1(path):
+    """The stage-1 latent caches or models (``path``, as in stage1_files) that a train_prm job's seeds read, in order."""
+    return lambda w: stage1_files(w.ds, PRM_SEEDS if ONE_PRM_JOB else [int(w.seed)], path)
 
 
 FIRST_STAGE1 = STAGE1_OF[PRM_SEEDS[0]]  # the stage 1 of the first LVDR run: the one decode and export show

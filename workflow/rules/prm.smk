@@ -6,8 +6,8 @@ rule train_prm:
         predictions=expand("results/{{ds}}/predictions/{{method}}/seed{seed}.parquet", seed=JOB_SEEDS),
     input:
         rules.prepare.output,
-        tokens=lambda w: [f"{d}/tokens.npy" for d in job_stage1("latents")(w)],
-        diffae=job_stage1("diffae"),
+        tokens=lambda w: [f"{d}/tokens.npy" for d in job_stage1(latents_path)(w)],
+        diffae=job_stage1(diffae_path),
         code=code("prm/model.py", "prm/train.py", "losses.py", "training.py", "distributed.py"),
     wildcard_constraints:
         method=r"lvdr(_\w+)?",
@@ -17,7 +17,7 @@ rule train_prm:
         section=model_section("prm"),
         variant=lambda w: f"--variant {w.method.removeprefix('lvdr_')}" if w.method != "lvdr" else "",
         seeds=lambda w: " ".join(map(str, PRM_SEEDS)) if ONE_PRM_JOB else w.seed,
-        latents=lambda w: " ".join(job_stage1("latents")(w)),
+        latents=lambda w: " ".join(job_stage1(latents_path)(w)),
     log:
         "logs/train_prm/{ds}_{method}.log" if ONE_PRM_JOB else "logs/train_prm/{ds}_{method}_seed{seed}.log",
     threads: TRAIN_THREADS
@@ -44,12 +44,12 @@ rule explain:
     input:
         rules.prepare.output,
         runs=lambda w: expand("results/{ds}/lvdr/seed{seed}/{f}", ds=w.ds, seed=PRM_SEEDS, f=["trajectories.npz", "model.pt"]),
-        tokens=lambda w: [f"{d}/tokens.npy" for d in stage1_files(w.ds, PRM_SEEDS, "latents")],
+        tokens=lambda w: [f"{d}/tokens.npy" for d in stage1_files(w.ds, PRM_SEEDS, latents_path)],
         code=code(*(f"explain/{m}.py" for m in ("__init__", "trajectories", "deletion", "uncertainty", "verdicts", "plots"))),
     params:
         section=json.dumps({"seed": config["seed"], "explain": config["explain"]}),
         runs=lambda w: " ".join(f"results/{w.ds}/lvdr/seed{seed}" for seed in PRM_SEEDS),
-        latents=lambda w: " ".join(stage1_files(w.ds, PRM_SEEDS, "latents")),
+        latents=lambda w: " ".join(stage1_files(w.ds, PRM_SEEDS, latents_path)),
     log:
         "logs/explain/{ds}.log",
     threads: 1
@@ -72,7 +72,7 @@ rule decode:
     input:
         rules.prepare.output,
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
-        diffae=f"results/{{ds}}/diffae/seed{FIRST_STAGE1}/model.pt",
+        diffae=diffae_path("{ds}", FIRST_STAGE1),
         classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
         code=code(*(f"explain/{m}.py" for m in ("visualise", "decoding", "counterfactuals", "trajectories", "verdicts", "plots")),
                   "diffae/sampling.py"),
@@ -100,7 +100,7 @@ rule export:
         manifest="results/{ds}/bundle/manifest.json",
     input:
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
-        diffae=f"results/{{ds}}/diffae/seed{FIRST_STAGE1}/model.pt",
+        diffae=diffae_path("{ds}", FIRST_STAGE1),
         classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
         code=code("bundle.py", "explain/counterfactuals.py"),
     params:
