@@ -94,8 +94,8 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     from lvdr.data import load_prepared
     from lvdr.evaluate.metrics import point_metrics
     from lvdr.explain.deletion import deletion_test
-    from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, load_trajectories, norm_separation,
-                                           step_profile)
+    from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, evidence_correlation_within_index,
+                                           load_trajectories, norm_separation, step_profile)
     from lvdr.predictions import read_predictions
     from lvdr.prm.train import train
 
@@ -118,7 +118,7 @@ def run_one(dataset: str, seed: int, config_files: list[str] | None, sets: list[
     evidence = data.table.evidence.to_numpy(dtype=float)
     corr = evidence_correlation(trajs, evidence)
     profile = step_profile([t for t in every if t["split"] == "train"])
-    profiled = evidence_correlation(trajs, evidence, profile)
+    profiled = evidence_correlation_within_index(trajs, evidence)
     deletion = deletion_test(trajs, out / "model.pt", latents, fraction=0.2, repeats=10, seed=seed, profile=profile)
     return {"dataset": dataset, "seed": seed, "seconds": seconds, "best_step": saved["best_step"],
             "auc": metrics["auc_bin"], "f1": metrics["f1_bin"], "mae": metrics["mae_ord"],

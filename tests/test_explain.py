@@ -2,14 +2,14 @@
 
 import numpy as np
 
-from lvdr.explain.trajectories import centroid_approach, evidence_correlation, step_profile
+from lvdr.explain.trajectories import centroid_approach, evidence_correlation, evidence_correlation_within_index
 from lvdr.explain.verdicts import every_seed, norm_across_seeds, verdicts
 
 
 def checks(rho=0.3, p=1e-4, shift_top=0.2, shift_random=0.05, del_p=0.01, classes=(0, 1), norm_rho=0.5, norm_p=1e-3,
-           pos_rho=0.2, pos_p=1e-3, shift_usual=0.1, p_usual=0.01, drop_top=-0.1, drop_random=0.02):
+           pos_rho=0.2, pos_p=1e-3, within=0.9, shift_usual=0.1, p_usual=0.01, drop_top=-0.1, drop_random=0.02):
     return {"correlation": {"rho": rho, "p": p, "n_steps": 120},
-            "correlation_position": {"rho": pos_rho, "p": pos_p, "n_steps": 120},
+            "correlation_position": {"rho": pos_rho, "p": pos_p, "n_steps": 120, "within": within},
             "norm": {"rho": norm_rho, "p": norm_p, "range": 0.3, "grade_means": {0: 1.0, 1: 1.3}},
             "deletion": {"n_sequences": 20, "shift_top": shift_top, "shift_random": shift_random, "p_shift": del_p,
                          "shift_usual": shift_usual, "p_shift_usual": p_usual,
@@ -76,22 +76,29 @@ def trajectories(step_of, n_seq, length, rng):
     return out, np.concatenate(evidence)
 
 
-def test_position_profile_separates_a_settling_memory_from_one_that_reads_evidence():
+def test_the_within_index_correlation_separates_a_settling_memory_from_one_that_reads_evidence():
     rng = np.random.default_rng(0)
     # a memory whose steps only shrink as it settles, on scans whose evidence also falls along the sequence
     settling, _ = trajectories(lambda i, e: 0.7 ** i * rng.uniform(0.9, 1.1), 40, 10, rng)
     ev = np.concatenate([np.linspace(1, 0, 10) + rng.uniform(0, 0.1, 10) for _ in range(40)])
-    train, _ = trajectories(lambda i, e: 0.7 ** i * rng.uniform(0.9, 1.1), 40, 10, rng)
     raw = evidence_correlation(settling, ev)
-    profiled = evidence_correlation(settling, ev, step_profile(train))
+    within = evidence_correlation_within_index(settling, ev)
     assert raw["rho"] > 0.5 and raw["p"] < 1e-6
-    assert abs(profiled["rho"]) < 0.15 and profiled["p"] > 0.01
-    # a memory that also moves with what the slice shows keeps its correlation once position is removed
+    assert abs(within["rho"]) < 0.15 and within["p"] > 0.01 and within["within"] < 0.1
+    assert verdicts({**checks(), "correlation": raw, "correlation_position": within})["position"][0] == "inconclusive"
+    # a memory that also moves with what the slice shows keeps its correlation at each index
     reading, ev2 = trajectories(lambda i, e: 0.7 ** i * (0.5 + e), 40, 10, rng)
-    train2, _ = trajectories(lambda i, e: 0.7 ** i * (0.5 + e), 40, 10, rng)
-    profiled2 = evidence_correlation(reading, ev2, step_profile(train2))
-    assert profiled2["rho"] > 0.5 and profiled2["p"] < 1e-6
-    assert np.allclose(step_profile([]), [])
+    within2 = evidence_correlation_within_index(reading, ev2)
+    assert within2["rho"] > 0.9 and within2["p"] < 1e-6 and within2["within"] > 0.9
+    assert verdicts({**checks(), "correlation_position": within2})["position"][0] == "supports"
+    # a memory that moves most mid-sequence, where the evidence mostly is, but at each index against it
+    against, ev3 = trajectories(lambda i, e: (1 + 3 * (3 <= i <= 5)) * (1.5 - e) * rng.uniform(0.9, 1.1), 40, 10, rng)
+    ev3 = ev3 + 2 * np.tile(np.isin(np.arange(10), [4, 5, 6]), 40)
+    assert evidence_correlation(against, ev3)["rho"] > 0.2
+    within3 = evidence_correlation_within_index(against, ev3)
+    assert within3["rho"] < -0.5 and within3["p"] < 1e-6
+    assert verdicts({**checks(), "correlation_position": within3})["position"][0] == "does not support"
+    assert evidence_correlation_within_index([], ev)["rho"] is None
 
 
 def test_referral_verdicts():

@@ -53,8 +53,9 @@ def test_demo_prepares_discs_in_order(spider_demo, tmp_path, tiny_config):
         assert seq.source_slice.is_unique
     assert set(table.split) <= {"train", "val", "test"}
     assert table.groupby("case_id").split.nunique().max() == 1  # by patient, never by slice
-    # the demo's evidence (nucleus area) sits in the disc's central slices
+    # the demo's evidence (the share of the disc's nucleus a slice shows) sits in the disc's central slices
     assert table.evidence.notna().all() and (table.evidence > 0).any() and (table.evidence == 0).any()
+    assert table.evidence.between(0, 1).all() and np.allclose(table.groupby("seq_id").evidence.max(), 1, atol=0.2)
     assert (table.label_bin == (table.grade > 0)).all()
     # the graded disc's mask travels with each slice, cropped and resized like it: central in the crop
     masks = np.load(tmp_path / "prep" / "masks.npy")
@@ -162,3 +163,17 @@ def test_parallel_map_spawns_workers_only_for_work_worth_their_start(monkeypatch
     assert RecordingPool.handed == handed
     assert list(prepare.parallel_map(str, [0, 1, 2, 3], 1, "test")) == ["0", "1", "2", "3"]
     assert RecordingPool.handed == handed  # one worker: never a pool
+
+
+def test_demo_evidence_is_the_share_of_each_discs_nucleus(tmp_path):
+    """A degenerate disc's nucleus is smaller on every slice; its central slice still shows all of it."""
+    from lvdr.prepare.spider import _read_evidence
+
+    rows = [("1_t2", 1, i, px) for i, px in enumerate([0, 40, 100, 40, 0])] + \
+           [("1_t2", 2, i, px) for i, px in enumerate([0, 10, 25, 10, 0])]
+    pd.DataFrame(rows, columns=["series", "IVD label", "slice_index", "nucleus_px"]).to_csv(tmp_path / "e.csv", index=False)
+    evidence = _read_evidence(tmp_path / "e.csv")["1_t2"]
+    assert [evidence[(1, i)] for i in range(5)] == [evidence[(2, i)] for i in range(5)] == [0, 0.4, 1, 0.4, 0]
+    pd.DataFrame(rows, columns=["series", "IVD label", "slice", "nucleus_px"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="bad.csv: missing column.*slice_index"):
+        _read_evidence(tmp_path / "bad.csv")

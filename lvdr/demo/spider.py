@@ -4,8 +4,9 @@ Each disc's look follows its Pfirrmann grade (Pfirrmann et al. 2001): the nucleu
 bright and homogeneous (grade 0 here, Pfirrmann I) through inhomogeneous grey to black, the
 nucleus/annulus border blurs, and the disc loses height. The nucleus is narrow in the
 left-right direction, so only the central sagittal slices of a disc show it; lateral slices
-show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus area: the ground
-truth for how much grade evidence a slice carries.
+show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus and disc areas: the
+ground truth for how much grade evidence a slice carries (prepare reads the nucleus area as a share of
+the disc's largest, since a degenerate disc's nucleus is smaller on every slice).
 """
 
 from __future__ import annotations

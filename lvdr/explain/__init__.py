@@ -24,8 +24,9 @@ from tqdm import tqdm
 from lvdr.data import load_prepared
 from lvdr.explain.deletion import deletion_figure, deletion_test
 from lvdr.explain.plots import pick
-from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, load_trajectories, norm_figure,
-                                       norm_separation, pca_figure, step_profile, step_sizes, steps_figure)
+from lvdr.explain.trajectories import (centroid_approach, evidence_correlation, evidence_correlation_within_index,
+                                       load_trajectories, norm_figure, norm_separation, pca_figure, step_profile, step_sizes,
+                                       steps_figure)
 from lvdr.explain.uncertainty import referral_check, referral_figure
 from lvdr.explain.verdicts import CHECKS, every_seed, norm_across_seeds, verdicts
 from lvdr.files import write_csv, write_json
@@ -36,13 +37,13 @@ log = logging.getLogger(__name__)
 def run_checks(run: Path, test: list[dict], evidence: np.ndarray, latents, deletion: dict | None, seed: int,
                train: list[dict] | None = None, passes: int = 0) -> dict:
     """The three readings of one trained run's test trajectories (paper 3.4), each a number with its test:
-    step size against evidence (Spearman; with ``train`` also relative to the typical step at each point
-    of a sequence), the norm profile by grade, the deletion test and, with ``train``, the paths against
+    step size against evidence (Spearman, over all steps and among the steps at each point of a
+    sequence), the norm profile by grade, the deletion test and, with ``train``, the paths against
     the training grade centroids (the PCA figure's reading)."""
-    checks = {"run": run.name, "correlation": evidence_correlation(test, evidence), "norm": norm_separation(test)}
+    checks = {"run": run.name, "correlation": evidence_correlation(test, evidence),
+              "correlation_position": evidence_correlation_within_index(test, evidence), "norm": norm_separation(test)}
     profile = step_profile(train) if train else None
     if train:
-        checks["correlation_position"] = evidence_correlation(test, evidence, profile)
         checks["centroid"] = centroid_approach(train, test)
     if deletion is not None and (run / "model.pt").exists():
         checks["deletion"] = deletion_test(test, run / "model.pt", latents, seed=seed, profile=profile, **deletion)
@@ -101,10 +102,11 @@ def explain(runs: list[str | Path], prepared_dir: str | Path, out_dir: str | Pat
                             passes if caches[i] else 0)
         c, n, d = checks["correlation"], checks["norm"], checks.get("deletion")
         a = checks.get("correlation_position") or {"rho": None}
-        log.info("%s %s: Spearman rho(step size, evidence) = %s, relative to the typical step at each index %s; "
+        log.info("%s %s: Spearman rho(step size, evidence) = %s, among the steps at the same index %s; "
                  "||P_t|| grade means range %s (rho with grade %s)%s",
                  name, run.name, "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p = {c['p']:.2g}, {c['n_steps']} steps)",
-                 "n/a" if a["rho"] is None else f"{a['rho']:.3f} (p = {a['p']:.2g})",
+                 "n/a" if a["rho"] is None else f"{a['rho']:.3f} (p = {a['p']:.2g}, {a['within']:.0%} of the evidence's "
+                                                f"variation within an index)",
                  "n/a" if n["range"] is None else f"{n['range']:.3f}", "n/a" if n["rho"] is None else f"{n['rho']:.2f}",
                  "" if not d or not d["n_sequences"] else
                  f"; deleting the largest steps changes the prediction by {d['shift_top']:.3f}, random slices by "

@@ -5,10 +5,9 @@ index, first and last states marked, each grade's centroid (mean training state)
 the test of what the figure is read for: do the paths end at their own grade's centroid, head for
 it as they read, and do the centroids lie in the order of the grades?
 (b) ||P_t|| against t, by grade. (c) Step sizes ||P_t - P_{t-1}|| beside a filmstrip of the
-slices, and the rank correlation between step size and the slice's recorded evidence (the demo
-generator's nucleus area for SPIDER, the edema area for BraTS): do large steps happen where the
-evidence is, and do they still when each step is measured against the model's typical step at that
-point of a sequence?
+slices, and the rank correlation between step size and the slice's recorded evidence (the share of
+its disc's nucleus a demo SPIDER slice shows, the edema area for BraTS): do large steps happen where the
+evidence is, and do they still among the steps taken at the same point of a sequence?
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest, spearmanr, wilcoxon
+from scipy.stats import binomtest, rankdata, spearmanr, wilcoxon
+from scipy.stats import t as student_t
 from sklearn.decomposition import PCA
 
 from lvdr.explain.plots import plt, save_figure, show
@@ -60,31 +60,59 @@ def typical_steps(profile: np.ndarray, n: int) -> np.ndarray:
     return profile[np.minimum(np.arange(n), len(profile) - 1)] if len(profile) else np.ones(n)
 
 
-def evidence_correlation(trajs: list[dict], evidence: np.ndarray, profile: np.ndarray | None = None) -> dict:
-    """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence.
-
-    With ``profile`` (``step_profile`` of the training trajectories) each step is first divided by the
-    typical step at its index. A recurrent memory's steps shrink as it settles, and the evidence
-    often sits at the same places in every scan (a disc's nucleus in the central sagittal slices), so
-    the raw correlation can come from where a slice lies; the profiled one asks whether the model
-    moves more than usual at that point of the sequence where the slice shows more.
-    """
-    sizes, values = [], []
+def _steps_and_evidence(trajs: list[dict], evidence: np.ndarray):
+    """Every step's size, its index in its sequence and the evidence of the slice it read, where recorded."""
+    sizes, index, values = [], [], []
     for tr in trajs:
         if len(tr["P"]) > 1:
             steps = step_sizes(tr["P"])
-            if profile is not None:
-                steps = steps / np.maximum(typical_steps(profile, len(steps)), 1e-12)
             sizes.append(steps)
+            index.append(np.arange(len(steps)))
             values.append(evidence[tr["row"][1:]])
     if not sizes:
-        return {"rho": None, "p": None, "n_steps": 0}
-    sizes, values = np.concatenate(sizes), np.concatenate(values)
+        return np.zeros(0), np.zeros(0, int), np.zeros(0)
+    sizes, index, values = np.concatenate(sizes), np.concatenate(index), np.concatenate(values)
     ok = np.isfinite(values)
-    if ok.sum() < 3 or np.ptp(values[ok]) == 0:
-        return {"rho": None, "p": None, "n_steps": int(ok.sum())}
-    rho, p = spearmanr(sizes[ok], values[ok])
-    return {"rho": float(rho), "p": float(p), "n_steps": int(ok.sum())}
+    return sizes[ok], index[ok], values[ok]
+
+
+def evidence_correlation(trajs: list[dict], evidence: np.ndarray) -> dict:
+    """Spearman correlation, over all steps of the given trajectories, of step size and slice evidence."""
+    sizes, _, values = _steps_and_evidence(trajs, evidence)
+    if len(values) < 3 or np.ptp(values) == 0:
+        return {"rho": None, "p": None, "n_steps": int(len(values))}
+    rho, p = spearmanr(sizes, values)
+    return {"rho": float(rho), "p": float(p), "n_steps": int(len(values))}
+
+
+def evidence_correlation_within_index(trajs: list[dict], evidence: np.ndarray) -> dict:
+    """The step size/evidence rank correlation at a fixed point of a sequence (a partial Spearman
+    correlation given the step index): both ranks are centred within each step index, then correlated.
+
+    A recurrent memory's steps shrink as it settles, and the evidence often sits at the same places in
+    every scan (a disc's nucleus in its central sagittal slices), so the raw correlation can come from
+    where a slice lies; this one asks whether, among steps at the same index, the larger ones read the
+    slices that show more. ``within`` is the part of the evidence's rank variance found within an index:
+    near 0, every sequence holds its evidence at the same places and the test has nothing to compare.
+    """
+    sizes, index, values = _steps_and_evidence(trajs, evidence)
+    out = {"rho": None, "p": None, "n_steps": int(len(values)), "within": None}
+    if len(values) < 3 or np.ptp(values) == 0:
+        return out
+    rs, rv = rankdata(sizes), rankdata(values)
+    total = float(((rv - rv.mean()) ** 2).sum())
+    for i in np.unique(index):
+        at = index == i
+        rs[at] -= rs[at].mean()
+        rv[at] -= rv[at].mean()
+    out["within"] = float((rv ** 2).sum() / total)
+    df = len(values) - len(np.unique(index)) - 1  # one mean removed per index
+    if df < 1 or not rs.any() or not rv.any():
+        return out
+    rho = float(np.clip(rs @ rv / np.sqrt((rs @ rs) * (rv @ rv)), -1.0, 1.0))
+    t = rho * np.sqrt(df / max(1.0 - rho ** 2, 1e-300))
+    out.update(rho=rho, p=float(2 * student_t.sf(abs(t), df)))
+    return out
 
 
 def grade_centroids(trajs: list[dict]) -> dict[int, np.ndarray]:

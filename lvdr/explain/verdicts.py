@@ -14,6 +14,7 @@ CHECKS = {"evidence": "step size follows evidence", "position": "… beyond the 
           "referral": "uncertainty finds the errors"}
 EVIDENCE_P = 0.01  # the correlations (step size/evidence, norm/grade, the centroids' order) must reach this
 DELETION_P = 0.05  # and the one-sided tests this: the deletion test, the centroid check's agreement and rise
+POSITION_WITHIN = 0.1  # below this share of the evidence's variation within a step index, position and content are one
 
 
 def _g(x: float) -> str:
@@ -41,14 +42,18 @@ def verdicts(checks: dict) -> dict:
                                                f"p = {_g(c['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
     a = checks.get("correlation_position") or {"rho": None}
     if a["rho"] is None:
-        out["position"] = ("not applicable", "no per-slice evidence is recorded, or no training trajectory gives the "
-                                             "typical step at each point of a sequence")
+        out["position"] = ("not applicable", "no per-slice evidence is recorded, or no step index holds more than one "
+                                             "step to compare")
+    elif a.get("within", 1.0) < POSITION_WITHIN:
+        out["position"] = ("inconclusive", f"the evidence sits at the same points of nearly every sequence ({a['within']:.0%} "
+                                           f"of its variation lies among the steps at one index), so where a slice lies "
+                                           f"cannot be told apart from what it shows (ρ = {_g(a['rho'])}, p = {_g(a['p'])})")
     elif a["rho"] > 0 and a["p"] < EVIDENCE_P:
-        out["position"] = ("supports", f"where a slice shows more, the step is larger than the model's typical step at "
-                                       f"that point of a sequence (ρ = {_g(a['rho'])}, p = {_g(a['p'])})")
+        out["position"] = ("supports", f"among the steps at the same point of a sequence, the larger ones read the slices "
+                                       f"that show more (ρ = {_g(a['rho'])}, p = {_g(a['p'])})")
     else:
-        why = (f"relative to the model's typical step at each point of a sequence, the step size does not rise with "
-               f"the evidence (ρ = {_g(a['rho'])}, p = {_g(a['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
+        why = (f"among the steps at the same point of a sequence, the step size does not rise with the evidence "
+               f"(ρ = {_g(a['rho'])}, p = {_g(a['p'])}; needs ρ > 0 with p < {EVIDENCE_P})")
         if out["evidence"][0] == "supports":
             why += ": the raw correlation comes from where the evidence slices lie in a sequence, not from what they show"
         out["position"] = ("does not support", why)

@@ -176,12 +176,24 @@ def prepare(cfg: dict, manifest_path: Path, out_dir: Path, seed: int, workers: i
     meta = {"data": provenance(manifest, root), "evidence": None, "num_classes": 5, "task": "ordinal", "skipped": skipped,
             "graded_rows": {s: int((joined.subset == s).sum()) for s in ("training", "validation")}}
     if evidence:
-        meta["evidence"] = "nucleus area of the slice in raw pixels (demo generator's ground truth)"
+        meta["evidence"] = ("share of the disc's nucleus the slice shows: its nucleus area over the disc's largest "
+                            "(demo generator's ground truth)")
     return write_prepared(out_dir, "spider", parts, meta)
 
 
 def _read_evidence(path: Path) -> dict:
-    """The demo generator's per-slice nucleus area: {series: {(IVD label, raw slice index): pixels}}."""
+    """The demo generator's ground truth, per slice, of how much of its disc's nucleus it shows: the
+    slice's nucleus area over the largest of that disc's slices. {series: {(IVD label, raw slice index): share}}.
+
+    Not the area itself: a degenerate disc loses height, so its nucleus is smaller on every slice, and
+    the area would rank a grade-IV disc's central slice with a healthy disc's edge. Where the Pfirrmann
+    evidence is, the nucleus, is the same at every grade; only what it looks like changes.
+    """
     table = pd.read_csv(path)
-    return {series: {(int(r["IVD label"]), int(r.slice_index)): float(r.nucleus_px) for _, r in group.iterrows()}
+    need = [c for c in ("series", "IVD label", "slice_index", "nucleus_px") if c not in table.columns]
+    if need:
+        raise DataError(f"{path}: missing column(s) {', '.join(need)}")
+    largest = table.groupby(["series", "IVD label"]).nucleus_px.transform("max")
+    table["share"] = (table.nucleus_px / largest.where(largest > 0)).fillna(0.0)
+    return {series: {(int(r["IVD label"]), int(r.slice_index)): float(r.share) for _, r in group.iterrows()}
             for series, group in table.groupby("series")}
