@@ -3,8 +3,8 @@
 Each disc's look follows its Pfirrmann grade (Pfirrmann et al. 2001): the nucleus goes from
 bright and homogeneous (grade 0 here, Pfirrmann I) through inhomogeneous grey to black, the
 nucleus/annulus border blurs, and the disc loses height. The nucleus is narrow in the
-left-right direction, so only the central sagittal slices of a disc show it; lateral slices
-show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus and disc areas: the
+left-right direction, so only the sagittal slices near it show it, and it lies a little off the
+disc's centre by a different amount in every disc; lateral slices show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus and disc areas: the
 ground truth for how much grade evidence a slice carries (prepare reads the nucleus area as a share of
 the disc's largest, since a degenerate disc's nucleus is smaller on every slice).
 """
@@ -47,6 +47,9 @@ HETEROGENEITY = (0.02, 0.10, 0.14, 0.14, 0.08)
 BORDER_MM = (0.4, 0.8, 2.0, 3.5, 3.5)
 HEIGHT_FACTOR = (1.0, 0.97, 0.88, 0.72, 0.45)
 ANNULUS_SIGNAL = 0.16
+DISC_HALF_WIDTH_MM = (18.0, 23.0)  # left-right, drawn per disc
+NUCLEUS_HALF_WIDTH_MM = 8.0
+NUCLEUS_OFFSET_MM = 3.0  # sd of the nucleus's left-right offset from the disc's centre
 GRADE_PRIOR = np.array([286, 341, 418, 291, 184], dtype=float)  # the real SPIDER grade counts
 
 
@@ -91,6 +94,12 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
     marrow = 0.46 + 0.05 * smooth_noise(rng, (n, n), 3)
     inside = (u > fov * 0.08) & (u < fov * 0.97)
     z = z0
+    # Each disc's half-width and where its nucleus lies left-right (scoliosis, rotation, asymmetric
+    # degeneration): the nucleus reaches different points of different discs' slice sequences, so a
+    # model's steps can be told apart from the places where they fall.
+    disc_lat = rng.uniform(*DISC_HALF_WIDTH_MM, n_discs)
+    nucleus_x = np.clip(rng.normal(0, NUCLEUS_OFFSET_MM, n_discs), -(disc_lat - NUCLEUS_HALF_WIDTH_MM - 2),
+                        disc_lat - NUCLEUS_HALF_WIDTH_MM - 2)
     spans = []
     for k in range(n_discs + 1):  # vertebra k+1 from the bottom, then disc k+1 above it
         spans.append(("vertebra", k + 1, z, z + vert_h))
@@ -123,15 +132,14 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
                 msk[body] = label
             else:
                 g = grades[label - 1]
-                lat = 21.0
+                lat = disc_lat[label - 1]
                 if abs(xm) >= lat:
                     evidence.append((label, i, 0, 0))
                     continue
                 d = (depth / 2 + 1.5) * np.sqrt(1 - (xm / lat) ** 2)
                 disc = (np.abs(u - cu) < d) & (np.abs(v - mid) < half_h + 0.6)
                 # nucleus: an ellipsoid, about a third of the disc's width left-right
-                nl = 8.0
-                ru = d * 0.55 * np.sqrt(max(1 - (xm / nl) ** 2, 0))
+                ru = d * 0.55 * np.sqrt(max(1 - ((xm - nucleus_x[label - 1]) / NUCLEUS_HALF_WIDTH_MM) ** 2, 0))
                 rv = max(half_h * 0.62, 0.5)
                 r = np.sqrt(((u - cu) / max(ru, 1e-3)) ** 2 + ((v - mid) / rv) ** 2) if ru > 0 else np.full_like(u, np.inf)
                 weight = expit((1 - r) * max(ru, rv) / BORDER_MM[g])
