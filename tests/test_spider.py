@@ -177,3 +177,19 @@ def test_demo_evidence_is_the_share_of_each_discs_nucleus(tmp_path):
     pd.DataFrame(rows, columns=["series", "IVD label", "slice", "nucleus_px"]).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(DataError, match="bad.csv: missing column.*slice_index"):
         _read_evidence(tmp_path / "bad.csv")
+
+
+def test_the_demo_nucleus_moves_off_centre_only_when_asked():
+    from lvdr.demo.spider import _render_series
+
+    cfg = {"n_sagittal": 15, "in_plane_px": 64, "in_plane_mm": 2.5, "slice_mm": 3.3}
+
+    def centres(offset):
+        _, _, evidence = _render_series(np.random.default_rng(1), np.array([0, 2, 4, 1, 3, 0]),
+                                        {**cfg, "nucleus_offset_mm": offset})
+        table = pd.DataFrame(evidence, columns=["label", "slice", "nucleus_px", "disc_px"])
+        weighted = table.assign(at=table.slice * table.nucleus_px).groupby("label")
+        return weighted.at.sum() / weighted.nucleus_px.sum()  # each disc's nucleus centre, in slices
+
+    assert np.ptp(centres(0)) < 0.2  # every nucleus central: at the same point of every disc
+    assert np.ptp(centres(6)) > 1

@@ -3,8 +3,8 @@
 Each disc's look follows its Pfirrmann grade (Pfirrmann et al. 2001): the nucleus goes from
 bright and homogeneous (grade 0 here, Pfirrmann I) through inhomogeneous grey to black, the
 nucleus/annulus border blurs, and the disc loses height. The nucleus is narrow in the
-left-right direction, so only the sagittal slices near it show it, and it lies a little off the
-disc's centre by a different amount in every disc; lateral slices show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus and disc areas: the
+left-right direction, so only the sagittal slices near it show it (the central ones, unless
+``nucleus_offset_mm`` moves it off the disc's centre); lateral slices show annulus and bone. ``demo_evidence.csv`` records each slice's nucleus and disc areas: the
 ground truth for how much grade evidence a slice carries (prepare reads the nucleus area as a share of
 the disc's largest, since a degenerate disc's nucleus is smaller on every slice).
 """
@@ -47,9 +47,9 @@ HETEROGENEITY = (0.02, 0.10, 0.14, 0.14, 0.08)
 BORDER_MM = (0.4, 0.8, 2.0, 3.5, 3.5)
 HEIGHT_FACTOR = (1.0, 0.97, 0.88, 0.72, 0.45)
 ANNULUS_SIGNAL = 0.16
-DISC_HALF_WIDTH_MM = (18.0, 23.0)  # left-right, drawn per disc
+CENTRAL_HALF_WIDTH_MM = 21.0  # a disc's half-width left-right with a central nucleus
+DISC_HALF_WIDTH_MM = (18.0, 23.0)  # its range, drawn per disc, with an offset nucleus
 NUCLEUS_HALF_WIDTH_MM = 8.0
-NUCLEUS_OFFSET_MM = 3.0  # sd of the nucleus's left-right offset from the disc's centre
 GRADE_PRIOR = np.array([286, 341, 418, 291, 184], dtype=float)  # the real SPIDER grade counts
 
 
@@ -94,12 +94,16 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
     marrow = 0.46 + 0.05 * smooth_noise(rng, (n, n), 3)
     inside = (u > fov * 0.08) & (u < fov * 0.97)
     z = z0
-    # Each disc's half-width and where its nucleus lies left-right (scoliosis, rotation, asymmetric
-    # degeneration): the nucleus reaches different points of different discs' slice sequences, so a
-    # model's steps can be told apart from the places where they fall.
-    disc_lat = rng.uniform(*DISC_HALF_WIDTH_MM, n_discs)
-    nucleus_x = np.clip(rng.normal(0, NUCLEUS_OFFSET_MM, n_discs), -(disc_lat - NUCLEUS_HALF_WIDTH_MM - 2),
-                        disc_lat - NUCLEUS_HALF_WIDTH_MM - 2)
+    # With an offset, each disc's half-width and where its nucleus lies left-right (scoliosis, rotation,
+    # asymmetric degeneration) are drawn: the nucleus reaches different points of different discs'
+    # slice sequences, so a model's steps can be told apart from the places where they fall.
+    # Drawn only when asked for (spider.demo.nucleus_offset_mm), so the default demo stays what it was.
+    if cfg.get("nucleus_offset_mm", 0) > 0:
+        disc_lat = rng.uniform(*DISC_HALF_WIDTH_MM, n_discs)
+        room = disc_lat - NUCLEUS_HALF_WIDTH_MM - 2
+        nucleus_x = np.clip(rng.normal(0, cfg["nucleus_offset_mm"], n_discs), -room, room)
+    else:
+        disc_lat, nucleus_x = np.full(n_discs, CENTRAL_HALF_WIDTH_MM), np.zeros(n_discs)
     spans = []
     for k in range(n_discs + 1):  # vertebra k+1 from the bottom, then disc k+1 above it
         spans.append(("vertebra", k + 1, z, z + vert_h))
