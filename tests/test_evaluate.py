@@ -190,6 +190,9 @@ def test_report_says_plainly_when_an_ablation_beats_lvdr():
     methods["lvdr_no_traj"]["mae_ord"] = metric(0.41, 0.05)
     assert "LVDR does better than" in ablation_verdicts("ordinal", methods)[0] and "within the seeds' spread" in \
         ablation_verdicts("ordinal", methods)[0]
+    methods["lvdr_no_traj"]["mae_ord"] = metric(0.40, 0.05)  # a tie is not "LVDR does better"
+    [sentence] = ablation_verdicts("ordinal", methods)
+    assert "score the same" in sentence and "does better" not in sentence
     assert ablation_verdicts("binary", {"lvdr": {"auc_bin": metric(0.9)}}) == []
 
 

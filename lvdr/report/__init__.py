@@ -230,7 +230,10 @@ def ablation_verdicts(task: str, methods: dict) -> list[str]:
         a, b = base["value"], mine["value"]
         spread = max(base.get("sd", 0.0), mine.get("sd", 0.0))
         name = method_label(method)
-        if (b < a) if lower else (b > a):
+        if round(a, 3) == round(b, 3):  # level at the printed precision: neither "does better"
+            verdict = (f"LVDR and {name} score the same on this run ({label} {a:.3f}): what it removes is not "
+                       "shown to help here.")
+        elif (b < a) if lower else (b > a):
             verdict = f"{name} does better than LVDR on this run ({label} {b:.3f} against {a:.3f})"
             verdict += (": what it removes does not help here." if abs(a - b) > spread else
                         f", within the seeds' spread (sd {spread:.3f}): what it removes is not shown to help here.")
