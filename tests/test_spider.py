@@ -185,11 +185,14 @@ def test_the_demo_nucleus_moves_off_centre_only_when_asked():
     cfg = {"n_sagittal": 15, "in_plane_px": 64, "in_plane_mm": 2.5, "slice_mm": 3.3}
 
     def centres(offset):
-        _, _, evidence = _render_series(np.random.default_rng(1), np.array([0, 2, 4, 1, 3, 0]),
-                                        {**cfg, "nucleus_offset_mm": offset})
+        rng = np.random.default_rng(1)
+        _, _, evidence = _render_series(rng, np.array([0, 2, 4, 1, 3, 0]), {**cfg, "nucleus_offset_mm": offset},
+                                        np.random.default_rng(2))
         table = pd.DataFrame(evidence, columns=["label", "slice", "nucleus_px", "disc_px"])
         weighted = table.assign(at=table.slice * table.nucleus_px).groupby("label")
-        return weighted.at.sum() / weighted.nucleus_px.sum()  # each disc's nucleus centre, in slices
+        return weighted.at.sum() / weighted.nucleus_px.sum(), rng.random()  # nucleus centres (slices); rng's state
 
-    assert np.ptp(centres(0)) < 0.2  # every nucleus central: at the same point of every disc
-    assert np.ptp(centres(6)) > 1
+    (central, after_central), (moved, after_moved) = centres(0), centres(6)
+    assert np.ptp(central) < 0.2  # every nucleus central: at the same point of every disc
+    assert np.ptp(moved) > 1
+    assert after_central == after_moved  # the main stream made the same draws: the next patient is the same

@@ -66,8 +66,13 @@ def _sample_grades(rng, n_discs: int) -> np.ndarray:
     return np.asarray(grades)
 
 
-def _render_series(rng, grades: np.ndarray, cfg: dict):
-    """One sagittal T2 volume (x = left-right slices, y = anterior-posterior, z = inferior-superior)."""
+def _render_series(rng, grades: np.ndarray, cfg: dict, layout_rng=None):
+    """One sagittal T2 volume (x = left-right slices, y = anterior-posterior, z = inferior-superior).
+
+    With ``nucleus_offset_mm``, the discs' half-widths and nucleus positions, and the texture of any disc
+    slice beyond the central demo's half-width, come from ``layout_rng``; ``rng`` makes exactly the draws
+    it makes for the central demo, so the patients, grades, geometry and noise stay the central demo's
+    and only where the nucleus lies (and how wide the disc is) changes."""
     nx, n, px, sx = cfg["n_sagittal"], cfg["in_plane_px"], cfg["in_plane_mm"], cfg["slice_mm"]
     n_discs = len(grades)
     x_mm = (np.arange(nx) - (nx - 1) / 2) * sx + rng.normal(0, 0.6)
@@ -99,9 +104,9 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
     # slice sequences, so a model's steps can be told apart from the places where they fall.
     # Drawn only when asked for (spider.demo.nucleus_offset_mm), so the default demo stays what it was.
     if cfg.get("nucleus_offset_mm", 0) > 0:
-        disc_lat = rng.uniform(*DISC_HALF_WIDTH_MM, n_discs)
+        disc_lat = layout_rng.uniform(*DISC_HALF_WIDTH_MM, n_discs)
         room = disc_lat - NUCLEUS_HALF_WIDTH_MM - 2
-        nucleus_x = np.clip(rng.normal(0, cfg["nucleus_offset_mm"], n_discs), -room, room)
+        nucleus_x = np.clip(layout_rng.normal(0, cfg["nucleus_offset_mm"], n_discs), -room, room)
     else:
         disc_lat, nucleus_x = np.full(n_discs, CENTRAL_HALF_WIDTH_MM), np.zeros(n_discs)
     spans = []
@@ -137,7 +142,10 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
             else:
                 g = grades[label - 1]
                 lat = disc_lat[label - 1]
+                central = abs(xm) < CENTRAL_HALF_WIDTH_MM  # a slice the central demo draws a texture for
                 if abs(xm) >= lat:
+                    if central:  # a narrower disc: draw the texture anyway, to keep rng in step
+                        smooth_noise(rng, (n, n), 1.5)
                     evidence.append((label, i, 0, 0))
                     continue
                 d = (depth / 2 + 1.5) * np.sqrt(1 - (xm / lat) ** 2)
@@ -147,7 +155,7 @@ def _render_series(rng, grades: np.ndarray, cfg: dict):
                 rv = max(half_h * 0.62, 0.5)
                 r = np.sqrt(((u - cu) / max(ru, 1e-3)) ** 2 + ((v - mid) / rv) ** 2) if ru > 0 else np.full_like(u, np.inf)
                 weight = expit((1 - r) * max(ru, rv) / BORDER_MM[g])
-                texture = HETEROGENEITY[g] * smooth_noise(rng, (n, n), 1.5)
+                texture = HETEROGENEITY[g] * smooth_noise(rng if central else layout_rng, (n, n), 1.5)
                 nucleus = NUCLEUS_SIGNAL[g] + texture
                 if g == 1:  # intranuclear cleft: a dark horizontal band
                     nucleus = nucleus - 0.25 * (np.abs(v - mid) < 0.7)
@@ -171,6 +179,7 @@ def generate(out_dir: str | Path, cfg: dict, seed: int) -> dict:
     out_dir = Path(out_dir)
     demo = cfg["demo"]
     rng = np.random.default_rng([seed, 101])
+    layout_rng = np.random.default_rng([seed, 101, 1])  # the off-centre nuclei's own stream (_render_series)
     n = demo["n_patients"]
     n_val = max(1, round(0.2 * n))
     validation = set(rng.choice(np.arange(1, n + 1), n_val, replace=False).tolist())
@@ -178,7 +187,7 @@ def generate(out_dir: str | Path, cfg: dict, seed: int) -> dict:
     spacing = (demo["slice_mm"], demo["in_plane_mm"], demo["in_plane_mm"])
     for patient in tqdm(range(1, n + 1), desc="demo spider", unit="series"):
         grades = _sample_grades(rng, demo["discs_per_patient"])
-        image, mask, evidence = _render_series(rng, grades, demo)
+        image, mask, evidence = _render_series(rng, grades, demo, layout_rng)
         series = f"{patient}_t2"
         write_mha(out_dir / "images" / f"{series}.mha", image, spacing)
         write_mha(out_dir / "masks" / f"{series}.mha", mask, spacing)
