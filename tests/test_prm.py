@@ -57,6 +57,17 @@ def test_a_pass_given_the_inputs_reads_is_the_pass_that_reads_them():
     assert torch.equal(given[0], own[0]) and torch.equal(given[1], own[1]) and not torch.equal(own[0], own[1])
 
 
+@pytest.mark.parametrize("embedded", [True, False])
+def test_the_depth_embedding_tells_where_a_slice_lies_only_when_on(embedded):
+    torch.manual_seed(0)
+    model = PRM(C, K, D, 5, prm_config(depth_embedding=embedded), Z).eval()
+    tokens, depth, mask, codes = inputs([4, 4])
+    with torch.no_grad():
+        here = model(tokens, depth, mask, codes)["logits"]
+        moved = model(tokens, depth * 3 + 7, mask, codes)["logits"]
+    assert torch.equal(here, moved) is not embedded
+
+
 def test_pooling_is_invariant_to_slot_order():
     torch.manual_seed(0)
     model = PRM(C, K, D, 5, prm_config(), Z).eval()

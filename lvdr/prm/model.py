@@ -202,6 +202,7 @@ class PRM(nn.Module):
         # attention is near uniform, so a z read as one more token weighs 1/65 of a read (measured: 2 of
         # 5 seeds still predicted one grade for every disc after 300 steps that way).
         self.read_z = bool(cfg.get("read_z", False))
+        self.depth_embedding = bool(cfg.get("depth_embedding", True))
         if self.read_z:
             if not code_dim:
                 raise ValueError("prm.read_z needs the width of the slices' latents (code_dim)")
@@ -258,7 +259,7 @@ class PRM(nn.Module):
     def read(self, tokens, depth, codes=None) -> list[tuple[torch.Tensor, ...]]:
         """What every block reads of every slice: per block, per step, the keys and values (B, K, 2d). No
         randomness: passes that differ only in their dropout draws (MC dropout) can share one read."""
-        slice_embedding = sinusoidal(depth, self.d)
+        slice_embedding = sinusoidal(depth, self.d) if self.depth_embedding else depth.new_zeros((*depth.shape, self.d))
         if self.read_z:
             slice_embedding = slice_embedding + self.embed_z((codes - self.z_stats[0]) / self.z_stats[1])
         # time-major (T, B, K, .) from here on, so that each step's keys and values are one contiguous block
