@@ -120,6 +120,12 @@ def latents_path(dataset: str, stage1: int) -> str:
     return f"results/{dataset}/latents/seed{stage1}"
 
 
+def classifier_path(dataset: str, stage1: int, root: str | None = None) -> str:
+    """Where `lvdr baseline` keeps the DiffAE+LR fitted on stage-1 seed ``stage1``'s latents (under ``root``,
+    by default the dataset's results folder); decode and export grade decoded images with it."""
+    return f"{root or f'results/{dataset}'}/diffae_lr/seed{stage1}/classifier.json"
+
+
 def for_runs(given: list[str] | None, runs: list, default, option: str) -> list[str]:
     """One stage-1 path per run: ``given`` (one for all, or one each), else ``default(run)``."""
     if not given:
@@ -136,7 +142,7 @@ def _trained_paths(args, cfg: dict) -> tuple[Path, Path, Path]:
     if not runs:
         raise DataError(f"results/{args.dataset}/lvdr: no trained LVDR run (seed*/); run `lvdr train-prm {args.dataset}` first")
     stage1 = None if args.diffae and args.classifier else configs.stage1_seed(cfg, run_seed(runs[0]))
-    classifier = Path(args.classifier or f"results/{args.dataset}/diffae_lr/seed{stage1}/classifier.json")
+    classifier = Path(args.classifier or classifier_path(args.dataset, stage1))
     if not classifier.is_file():
         raise DataError(f"{classifier}: no fitted DiffAE+LR; run `lvdr baseline {args.dataset} diffae_lr` first")
     return runs[0], Path(args.diffae or diffae_path(args.dataset, stage1)), classifier
@@ -444,7 +450,7 @@ def run(args) -> None:
                 write_predictions(out, predictions.assign(seed=seed))
                 log.info("%s on stage-1 seed %d: predictions for %d sequences written to %s", method, seed, len(predictions), out)
                 if method == "diffae_lr":
-                    kept = Path(args.models or f"results/{args.dataset}") / "diffae_lr" / f"seed{seed}" / "classifier.json"
+                    kept = Path(classifier_path(args.dataset, seed, args.models))
                     save_linear(fitted["model"], kept, fitted["C"], data.num_classes)
                     log.info("the fitted classifier (for grading decoded images) written to %s", kept)
     elif args.command == "train-densenet":

@@ -1,7 +1,7 @@
 import json
 import os
 
-from lvdr.cli import diffae_path, latents_path
+from lvdr.cli import classifier_path, diffae_path, latents_path
 from lvdr.config import stage1_config, stage1_seed, stage1_seeds, write_resolved
 from lvdr.vlm import method_name
 

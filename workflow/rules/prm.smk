@@ -73,7 +73,7 @@ rule decode:
         rules.prepare.output,
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
         diffae=diffae_path("{ds}", FIRST_STAGE1),
-        classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
+        classifier=classifier_path("{ds}", FIRST_STAGE1),
         code=code(*(f"explain/{m}.py" for m in ("visualise", "decoding", "counterfactuals", "trajectories", "verdicts", "plots")),
                   "diffae/sampling.py"),
     params:
@@ -101,7 +101,7 @@ rule export:
     input:
         run=expand("results/{{ds}}/lvdr/seed{seed}/{f}", seed=PRM_SEEDS[0], f=["trajectories.npz", "model.pt"]),
         diffae=diffae_path("{ds}", FIRST_STAGE1),
-        classifier=f"results/{{ds}}/diffae_lr/seed{FIRST_STAGE1}/classifier.json",
+        classifier=classifier_path("{ds}", FIRST_STAGE1),
         code=code("bundle.py", "explain/counterfactuals.py"),
     params:
         section=lambda w: section(w.ds),

@@ -38,7 +38,7 @@ rule train_diffae:
 rule latent_baselines:
     output:
         expand("results/{{ds}}/predictions/{method}/seed{{seed}}.parquet", method=LATENT_BASELINES),
-        classifier="results/{ds}/diffae_lr/seed{seed}/classifier.json",
+        classifier=classifier_path("{ds}", "{seed}"),
     input:
         rules.prepare.output,
         z=rules.train_diffae.output.z,
